@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from vlsafety.config import load_config
+from vlsafety.lake import Lake
+from vlsafety.tracking import track
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_run_records_config_tables_and_links_back(spark, tmp_path: Path) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config(
+        REPO / "conf" / "demo.yaml",
+        [
+            f"tracking.uri={uri}",
+            "tracking.experiment=t",
+            "lake.storage_options.AWS_SECRET_ACCESS_KEY=hush",
+        ],
+    )
+    lake = Lake(tmp_path / "lake", spark)
+    lake.write(pa.table({"id": ["a"]}), "src", "append")
+    with track(cfg, "vlsafety test --x", lake=lake) as rec:
+        lake.read("src").count()
+        version = lake.write(pa.table({"id": ["b", "c"]}), "out", "append")
+        rec.log_counts("stage", rows_in=3, rows_out=2, rejected=1)
+        with track(cfg, "stage-a", lake=lake, nested=True) as child:
+            lake.write(pa.table({"id": ["d"]}), "out", "append")
+            child.log_metrics({"n": 1})
+        run_id = rec.run_id
+    assert run_id is not None
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    assert run.data.params["select.n_max"] == str(cfg.select.n_max)
+    assert run.data.params["lake.root"] == "lake"
+    assert not any("hush" in v for v in run.data.params.values())
+    assert not any("storage_options" in k for k in run.data.params)
+    assert run.data.tags["delta.read.src"].endswith("src@v0")
+    assert run.data.tags["delta.write.out"].endswith(f"out@v{version}")
+    assert run.data.metrics["stage.rows_in"] == 3
+    assert run.data.metrics["stage.rows_out"] + run.data.metrics["stage.rejected"] == 3
+    contexts = {
+        (d.dataset.name, inp.value)
+        for d in run.inputs.dataset_inputs
+        for inp in d.tags
+        if inp.key == "mlflow.data.context"
+    }
+    assert ("src", "input") in contexts and ("out", "output") in contexts
+    # the Delta commit carries the run id back
+    hist = lake.history("out")
+    assert hist[-1]["run_id"] == run_id
+    assert hist[-1]["command"] == "vlsafety test --x"
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
+    )
+    assert len(children) == 1
+    assert hist[0]["run_id"] == children[0].info.run_id
+    assert mlflow.active_run() is None
+
+
+def test_disabled_tracking_still_stamps_commands(spark, tmp_path: Path) -> None:
+    cfg = load_config(REPO / "conf" / "demo.yaml", ["tracking.enabled=false"])
+    lake = Lake(tmp_path / "lake", spark)
+    with track(cfg, "vlsafety offline", lake=lake) as rec:
+        lake.write(pa.table({"id": ["a"]}), "t", "append")
+        rec.log_metrics({"ignored": 1.0})
+    assert rec.run_id is None
+    assert rec.tables["write"] == {"t": 0}
+    assert lake.history("t")[0]["command"] == "vlsafety offline"

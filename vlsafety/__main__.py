@@ -1,0 +1,5 @@
+import sys
+
+from vlsafety.cli import main
+
+sys.exit(main())

@@ -1,0 +1,712 @@
+"""Delta Lake storage: one API over two engines.
+
+``Lake(root, spark)`` stores each table as a Delta table under ``root/<table>``.
+
+* **native** — when the Spark session has Delta (Databricks, delta-spark jars):
+  ``format("delta")``, ``versionAsOf``, ``DeltaTable.merge``.
+* **delta-rs** — the embedded default (no Delta jars here): Spark (or pyarrow on the
+  driver, for small frames) writes parquet into a fresh ``data/<uuid>/`` folder under
+  the table root, then the driver commits exactly those files as one Delta
+  transaction with ``deltalake`` (delta-rs). Files are checked to exist and to match
+  the table schema before the commit; a failed write removes its staged files, so a
+  table is always at a clean version.
+
+Every write is one atomic commit that carries the active MLflow run id and CLI
+command (see :func:`commit_context`), so ``history`` links tables to runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame, SparkSession
+
+__all__ = [
+    "Lake",
+    "LakeError",
+    "SchemaMismatchError",
+    "TableNotFoundError",
+    "WriteMode",
+    "commit_context",
+    "parse_table_ref",
+    "validate_table_name",
+]
+
+WriteMode = Literal["append", "overwrite", "merge"]
+_MODES: tuple[str, ...] = ("append", "overwrite", "merge")
+_TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_META_PREFIX = "vlsafety."
+
+#: Commit metadata attached to every write made inside the context (run id, command).
+_COMMIT_CONTEXT: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "vlsafety_commit_context", default=None
+)
+
+
+class LakeError(RuntimeError):
+    """A lake operation failed; the message says which table and why."""
+
+
+class TableNotFoundError(LakeError, KeyError):
+    """The table (or the requested version of it) does not exist."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want plain text
+        return str(self.args[0]) if self.args else "table not found"
+
+
+class SchemaMismatchError(LakeError):
+    """Data files do not match the table schema (checked before committing)."""
+
+
+def validate_table_name(name: str) -> str:
+    """Table names are lower-case identifiers: ``[a-z][a-z0-9_]*``, at most 64 chars."""
+    if not isinstance(name, str) or not _TABLE_NAME.match(name):
+        raise ValueError(
+            f"bad table name {name!r}: use lower-case letters, digits and '_', "
+            "starting with a letter (at most 64 characters)"
+        )
+    return name
+
+
+def parse_table_ref(ref: str) -> tuple[str, int | None]:
+    """``"benchmark@3"`` → (``"benchmark"``, 3); ``"benchmark"`` → (``"benchmark"``, None)."""
+    name, sep, version = ref.partition("@")
+    validate_table_name(name)
+    if not sep:
+        return name, None
+    if not version.isdigit():
+        raise ValueError(f"bad table reference {ref!r}: version after '@' must be an integer")
+    return name, int(version)
+
+
+@contextlib.contextmanager
+def commit_context(**values: str) -> Iterator[None]:
+    """Attach ``values`` (e.g. ``run_id=..., command=...``) to every commit made inside."""
+    merged = {
+        **(_COMMIT_CONTEXT.get() or {}),
+        **{k: str(v) for k, v in values.items() if v is not None},
+    }
+    token = _COMMIT_CONTEXT.set(merged)
+    try:
+        yield
+    finally:
+        _COMMIT_CONTEXT.reset(token)
+
+
+@dataclass(frozen=True)
+class TableEvent:
+    """A read or a write of one table version, passed to lake listeners (tracking)."""
+
+    kind: Literal["read", "write"]
+    table: str
+    path: str
+    version: int
+
+
+def _nullable(field: pa.Field) -> pa.Field:
+    """The field made nullable all the way down, without metadata (Spark marks some
+    columns non-null and stamps its own metadata; Delta tables here are all-nullable)."""
+    t = field.type
+    if pa.types.is_struct(t):
+        t = pa.struct([_nullable(t.field(i)) for i in range(t.num_fields)])
+    elif pa.types.is_large_list(t):
+        t = pa.large_list(_nullable(t.value_field))
+    elif pa.types.is_list(t):
+        t = pa.list_(_nullable(t.value_field))
+    elif pa.types.is_map(t):
+        t = pa.map_(t.key_type, _nullable(t.item_field).type)
+    return pa.field(field.name, t, nullable=True)
+
+
+def normalize_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([_nullable(f) for f in schema])
+
+
+def _delta_schema_json(schema: pa.Schema) -> Any:
+    from deltalake import Schema as DeltaSchema
+
+    return json.loads(DeltaSchema.from_arrow(normalize_schema(schema)).to_json())
+
+
+def _stats(meta: pq.FileMetaData, n_rows: int) -> str:
+    """Delta ``stats`` JSON (numRecords, minValues, maxValues, nullCount) from a parquet
+    footer, for top-level primitive columns whose statistics are present."""
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    schema = meta.schema
+    top_level = {schema.column(i).path: i for i in range(meta.num_columns)}
+    for name, idx in top_level.items():
+        if "." in name:
+            continue
+        col_min: Any = None
+        col_max: Any = None
+        n_null = 0
+        ok = True
+        for rg in range(meta.num_row_groups):
+            st = meta.row_group(rg).column(idx).statistics
+            if st is None or not st.has_null_count:
+                ok = False
+                break
+            n_null += st.null_count
+            if st.has_min_max:
+                lo, hi = st.min, st.max
+                if isinstance(lo, bytes | bytearray):
+                    ok = False  # binary min/max are not useful and not JSON
+                    break
+                col_min = lo if col_min is None else min(col_min, lo)
+                col_max = hi if col_max is None else max(col_max, hi)
+        if not ok:
+            continue
+        nulls[name] = n_null
+        if col_min is not None:
+            mins[name] = col_min.isoformat() if hasattr(col_min, "isoformat") else col_min
+            maxs[name] = col_max.isoformat() if hasattr(col_max, "isoformat") else col_max
+    return json.dumps(
+        {"numRecords": n_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls},
+        default=str,
+    )
+
+
+def _to_arrow(data: pd.DataFrame | pa.Table | pa.RecordBatch) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    return pa.Table.from_pandas(data, preserve_index=False)
+
+
+def _is_spark_df(data: Any) -> bool:
+    return type(data).__module__.startswith("pyspark.sql") and hasattr(data, "sparkSession")
+
+
+def _key_array(table: pa.Table, keys: Sequence[str]) -> pa.Array:
+    """One comparable array for the key columns (joined as text for composite keys)."""
+    if len(keys) == 1:
+        return table.column(keys[0]).combine_chunks()
+    parts = [pc.cast(table.column(k), pa.string()).combine_chunks() for k in keys]
+    return pc.binary_join_element_wise(*parts, "\x1f")
+
+
+def _dedupe_on_keys(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """First row for each key (stable)."""
+    if table.num_rows == 0:
+        return table
+    index = pa.table({"k": _key_array(table, keys), "i": pa.array(range(table.num_rows))})
+    firsts = index.group_by("k", use_threads=False).aggregate([("i", "min")]).column("i_min")
+    return table.take(pc.take(firsts, pc.sort_indices(firsts)))
+
+
+def _new_keys_only(table: pa.Table, existing: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """Rows of ``table`` whose key is not in ``existing``."""
+    if table.num_rows == 0 or existing.num_rows == 0:
+        return table
+    seen = pc.is_in(_key_array(table, keys), value_set=_key_array(existing, keys))
+    return table.filter(pc.invert(seen))
+
+
+class Lake:
+    """Versioned Delta tables under one root. See the module docstring.
+
+    Args:
+        root: local folder (created on demand) or a URI (``s3://``, ``abfss://``, ``dbfs:/``).
+        spark: the Spark session; required to read as Spark DataFrames and to write them.
+        engine: ``"auto"`` picks native Delta when the session has it, else delta-rs.
+        storage_options: passed to delta-rs for cloud storage.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        spark: SparkSession | None = None,
+        *,
+        engine: Literal["auto", "delta-rs", "native"] = "auto",
+        storage_options: Mapping[str, str] | None = None,
+    ) -> None:
+        root_str = os.fspath(root)
+        self._local = "://" not in root_str and not root_str.startswith("dbfs:")
+        self.root = str(Path(root_str).resolve()) if self._local else root_str.rstrip("/")
+        self.spark = spark
+        self.storage_options = dict(storage_options or {})
+        if engine == "auto":
+            from vlsafety.spark import has_native_delta
+
+            engine = "native" if spark is not None and has_native_delta(spark) else "delta-rs"
+        self.engine = engine
+        self._listeners: list[Callable[[TableEvent], None]] = []
+
+    # ------------------------------------------------------------------ paths
+    def path(self, table: str) -> str:
+        """Location of ``table`` (a local path or URI)."""
+        validate_table_name(table)
+        return f"{self.root}/{table}"
+
+    def add_listener(self, fn: Callable[[TableEvent], None]) -> None:
+        """Call ``fn`` on every table read/write (used by tracking to log Delta versions)."""
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[TableEvent], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(fn)
+
+    def _emit(self, kind: Literal["read", "write"], table: str, version: int) -> None:
+        event = TableEvent(kind, table, self.path(table), version)
+        for fn in list(self._listeners):
+            fn(event)
+
+    # -------------------------------------------------------------- metadata
+    def _dt(self, table: str, version: int | None = None) -> Any:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError as DeltaNotFound
+
+        try:
+            return DeltaTable(
+                self.path(table), version=version, storage_options=self.storage_options or None
+            )
+        except DeltaNotFound as exc:
+            raise TableNotFoundError(f"table {table!r} not found under {self.root}") from exc
+        except Exception as exc:  # delta-rs raises a generic error for a missing version
+            if version is not None and self.exists(table):
+                raise TableNotFoundError(
+                    f"table {table!r} has no version {version} (latest is {self.version(table)})"
+                ) from exc
+            raise
+
+    def exists(self, table: str) -> bool:
+        from deltalake import DeltaTable
+
+        return bool(DeltaTable.is_deltatable(self.path(table), self.storage_options or None))
+
+    def tables(self) -> list[str]:
+        """Names of the Delta tables directly under the root (local roots only)."""
+        if not self._local:
+            raise LakeError("listing tables needs a local lake root; use a catalog on clusters")
+        root = Path(self.root)
+        if not root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in root.iterdir()
+            if (p / "_delta_log").is_dir() and _TABLE_NAME.match(p.name)
+        )
+
+    def version(self, table: str) -> int:
+        return int(self._dt(table).version())
+
+    def keys(self, table: str) -> list[str]:
+        """Key columns declared when the table was created (empty if none)."""
+        desc = self._dt(table).metadata().description
+        if not desc:
+            return []
+        try:
+            return list(json.loads(desc).get("keys", []))
+        except (ValueError, AttributeError):
+            return []
+
+    def schema(self, table: str, version: int | None = None) -> pa.Schema:
+        return pa.schema(self._dt(table, version).schema().to_arrow())
+
+    def history(self, table: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Newest first: version, timestamp (UTC ISO), operation, run id, command, metadata."""
+        out = []
+        for entry in self._dt(table).history(limit):
+            meta = {
+                k[len(_META_PREFIX) :]: v for k, v in entry.items() if k.startswith(_META_PREFIX)
+            }
+            ts = entry.get("timestamp")
+            out.append(
+                {
+                    "version": int(entry["version"]),
+                    "timestamp": datetime.fromtimestamp(ts / 1000, UTC).isoformat()
+                    if ts is not None
+                    else None,
+                    "operation": meta.pop("operation", None) or entry.get("operation"),
+                    "run_id": meta.pop("run_id", None),
+                    "command": meta.pop("command", None),
+                    "rows": int(meta.pop("rows")) if "rows" in meta else None,
+                    "metadata": meta,
+                }
+            )
+        return sorted(out, key=lambda e: e["version"], reverse=True)
+
+    # ------------------------------------------------------------------ read
+    def _resolve_version(
+        self, table: str, version: int | None, timestamp: datetime | str | None
+    ) -> Any:
+        if version is not None and timestamp is not None:
+            raise ValueError("give a version or a timestamp, not both")
+        dt = self._dt(table, version)
+        if timestamp is not None:
+            ts = datetime.fromisoformat(timestamp) if isinstance(timestamp, str) else timestamp
+            if ts.tzinfo is None:
+                ts = ts.replace(tzinfo=UTC)
+            ts_ms = ts.timestamp() * 1000
+            eligible = [
+                int(h["version"]) for h in dt.history() if h.get("timestamp", 0) <= ts_ms + 1e-6
+            ]
+            if not eligible:
+                raise TableNotFoundError(
+                    f"table {table!r} has no version at or before {ts.isoformat()}"
+                )
+            dt.load_as_version(max(eligible))
+        return dt
+
+    def read(
+        self,
+        table: str,
+        version: int | None = None,
+        timestamp: datetime | str | None = None,
+        *,
+        track: bool = True,
+    ) -> DataFrame:
+        """The table (at ``version`` or as of ``timestamp``) as a Spark DataFrame."""
+        spark = self._require_spark()
+        if self.engine == "native":
+            reader = spark.read.format("delta")
+            if version is not None:
+                reader = reader.option("versionAsOf", version)
+            if timestamp is not None:
+                reader = reader.option("timestampAsOf", str(timestamp))
+            df = reader.load(self.path(table))
+            if track:
+                self._emit("read", table, version if version is not None else self.version(table))
+            return df
+        from pyspark.sql.types import StructType
+
+        dt = self._resolve_version(table, version, timestamp)
+        spark_schema = StructType.fromJson(json.loads(dt.schema().to_json()))
+        files = dt.file_uris()
+        if files:
+            df = spark.read.schema(spark_schema).parquet(*files)
+        else:
+            df = spark.createDataFrame([], spark_schema)
+        if track:
+            self._emit("read", table, int(dt.version()))
+        return df
+
+    def read_arrow(
+        self,
+        table: str,
+        version: int | None = None,
+        timestamp: datetime | str | None = None,
+        columns: Sequence[str] | None = None,
+        *,
+        track: bool = True,
+    ) -> pa.Table:
+        """The table as a pyarrow Table, read on the driver (pyarrow dataset over the files)."""
+        import pyarrow.dataset as ds
+
+        dt = self._resolve_version(table, version, timestamp)
+        schema = normalize_schema(pa.schema(dt.schema().to_arrow()))
+        files = dt.file_uris()
+        cols = list(columns) if columns is not None else None
+        if cols:
+            missing = [c for c in cols if c not in schema.names]
+            if missing:
+                raise KeyError(f"table {table!r} has no column(s) {missing}")
+        if not files:
+            empty = schema.empty_table()
+            result = empty.select(cols) if cols else empty
+        else:
+            dataset = ds.dataset(files, schema=schema, format="parquet")
+            result = dataset.to_table(columns=cols)
+        if track:
+            self._emit("read", table, int(dt.version()))
+        return result
+
+    # ----------------------------------------------------------------- write
+    def write(
+        self,
+        df: DataFrame | pd.DataFrame | pa.Table,
+        table: str,
+        mode: WriteMode = "append",
+        *,
+        keys: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Write ``df`` to ``table`` as one atomic Delta commit; return the new version.
+
+        Modes: ``append``; ``overwrite`` (replaces all rows, may change the schema);
+        ``merge`` — insert rows whose ``keys`` are not in the table yet, leave existing
+        keys alone (the resume primitive). Keys given at creation are remembered, so
+        later merges may omit them. ``idempotency_key`` makes a retried write a no-op
+        (a Delta app transaction): the second call commits nothing and returns the
+        current version.
+        """
+        validate_table_name(table)
+        if mode not in _MODES:
+            raise ValueError(f"bad write mode {mode!r}: use one of {', '.join(_MODES)}")
+        exists = self.exists(table)
+        declared = list(keys) if keys else (self.keys(table) if exists else [])
+        if mode == "merge" and not declared:
+            raise ValueError(f"merge into {table!r} needs key columns (keys=[...])")
+        app_id = f"vlsafety/{table}/{idempotency_key}" if idempotency_key else None
+        if app_id and exists and self._dt(table).transaction_version(app_id) is not None:
+            return self.version(table)
+        if self.engine == "native":
+            version = self._write_native(df, table, mode, declared, metadata, exists)
+        else:
+            version = self._write_delta_rs(df, table, mode, declared, metadata, exists, app_id)
+        self._emit("write", table, version)
+        return version
+
+    def _commit_metadata(
+        self, mode: str, rows: int, metadata: Mapping[str, Any] | None, write_id: str
+    ) -> dict[str, str]:
+        meta: dict[str, str] = {
+            f"{_META_PREFIX}operation": mode.upper(),
+            f"{_META_PREFIX}rows": str(rows),
+            f"{_META_PREFIX}write_id": write_id,
+        }
+        for k, v in {**(_COMMIT_CONTEXT.get() or {}), **dict(metadata or {})}.items():
+            meta[f"{_META_PREFIX}{k}"] = v if isinstance(v, str) else json.dumps(v, default=str)
+        return meta
+
+    def _require_spark(self) -> SparkSession:
+        if self.spark is None:
+            raise LakeError("this operation needs a Spark session: Lake(root, spark=...)")
+        return self.spark
+
+    def _write_delta_rs(
+        self,
+        df: Any,
+        table: str,
+        mode: str,
+        keys: list[str],
+        metadata: Mapping[str, Any] | None,
+        exists: bool,
+        app_id: str | None,
+    ) -> int:
+        if not self._local:
+            raise LakeError(
+                "the delta-rs engine stages files on a local root; on a cluster use a Spark "
+                "session with Delta (engine='native')"
+            )
+        stage_rel = f"data/{uuid.uuid4().hex}"
+        stage = Path(self.path(table)) / stage_rel
+        columns = df.column_names if isinstance(df, pa.Table) else list(df.columns)
+        missing = [k for k in keys if k not in columns]
+        if missing and (mode == "merge" or not exists):
+            raise ValueError(f"key column(s) {missing} not in the data written to {table!r}")
+        try:
+            if _is_spark_df(df):
+                arrow_schema = self._stage_spark(df, table, mode, keys, exists, stage)
+            else:
+                arrow_schema = self._stage_arrow(_to_arrow(df), table, mode, keys, exists, stage)
+            return self._commit(
+                table, mode, keys, metadata, exists, app_id, stage, stage_rel, arrow_schema
+            )
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+
+    def _stage_arrow(
+        self, data: pa.Table, table: str, mode: str, keys: list[str], exists: bool, stage: Path
+    ) -> pa.Schema:
+        if mode == "merge":
+            data = _dedupe_on_keys(data, keys)
+            if exists:
+                existing = self.read_arrow(table, columns=keys, track=False)
+                data = _new_keys_only(data, existing, keys)
+        data = data.cast(normalize_schema(data.schema)).replace_schema_metadata(None)
+        stage.mkdir(parents=True, exist_ok=True)
+        if data.num_rows:
+            pq.write_table(data, stage / "part-00000.parquet", coerce_timestamps="us")
+        return data.schema
+
+    def _stage_spark(
+        self, df: DataFrame, table: str, mode: str, keys: list[str], exists: bool, stage: Path
+    ) -> pa.Schema:
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        if mode == "merge":
+            df = df.dropDuplicates(keys)
+            if exists:
+                df = df.join(self.read(table, track=False).select(*keys), on=keys, how="left_anti")
+        df.write.mode("errorifexists").parquet(str(stage))
+        return normalize_schema(to_arrow_schema(df.schema))
+
+    def _commit(
+        self,
+        table: str,
+        mode: str,
+        keys: list[str],
+        metadata: Mapping[str, Any] | None,
+        exists: bool,
+        app_id: str | None,
+        stage: Path,
+        stage_rel: str,
+        schema: pa.Schema,
+    ) -> int:
+        from deltalake import Schema as DeltaSchema
+        from deltalake.transaction import (
+            AddAction,
+            CommitProperties,
+            Transaction,
+            create_table_with_add_actions,
+        )
+
+        expected = _delta_schema_json(schema)
+        if exists and mode != "overwrite":
+            current = json.loads(self._dt(table).schema().to_json())
+            if current != expected:
+                raise SchemaMismatchError(
+                    f"data for {table!r} does not match its schema: "
+                    f"table {_fmt_schema(current)}, data {_fmt_schema(expected)}"
+                )
+        adds = []
+        rows = 0
+        files = sorted(stage.rglob("*.parquet")) if stage.exists() else []
+        for f in files:
+            if f.name.startswith((".", "_")):
+                continue  # Spark's _SUCCESS and .crc checksum files
+            if not f.is_file():
+                raise LakeError(f"staged file vanished before commit: {f}")
+            pf = pq.ParquetFile(f)
+            got = _delta_schema_json(pf.schema_arrow)
+            if got != expected:
+                raise SchemaMismatchError(
+                    f"staged file {f.name} for {table!r} has schema {_fmt_schema(got)}, "
+                    f"expected {_fmt_schema(expected)}"
+                )
+            n = pf.metadata.num_rows
+            rows += n
+            st = f.stat()
+            adds.append(
+                AddAction(
+                    path=f"{stage_rel}/{f.relative_to(stage).as_posix()}",
+                    size=st.st_size,
+                    partition_values={},
+                    modification_time=int(st.st_mtime * 1000),
+                    data_change=True,
+                    stats=_stats(pf.metadata, n),
+                )
+            )
+        write_id = stage.name
+        props = CommitProperties(
+            custom_metadata=self._commit_metadata(mode, rows, metadata, write_id),
+            app_transactions=[Transaction(app_id, 1)] if app_id else None,
+        )
+        delta_schema = DeltaSchema.from_arrow(normalize_schema(schema))
+        if not exists:
+            try:
+                create_table_with_add_actions(
+                    self.path(table),
+                    delta_schema,
+                    adds,
+                    mode="error",
+                    description=json.dumps({"keys": keys}),
+                    commit_properties=props,
+                )
+                return self._version_of_write(table, write_id)
+            except Exception as exc:
+                if not self.exists(table):
+                    raise
+                # Another writer created the table first: fall through to a normal commit.
+                exists = True
+                current = json.loads(self._dt(table).schema().to_json())
+                if current != expected and mode != "overwrite":
+                    raise SchemaMismatchError(
+                        f"{table!r} was created concurrently with a different schema"
+                    ) from exc
+        dt = self._dt(table)
+        delta_mode = "overwrite" if mode == "overwrite" else "append"
+        dt.create_write_transaction(adds, delta_mode, delta_schema, commit_properties=props)
+        return self._version_of_write(table, write_id)
+
+    def _version_of_write(self, table: str, write_id: str) -> int:
+        """The version our commit got (other writers may have committed since).
+
+        Read from the commit files themselves: delta-rs numbers ``history()`` entries by
+        position, which is unreliable while other writers are committing.
+        """
+        log_dir = Path(self.path(table)) / "_delta_log"
+        commits = sorted(log_dir.glob("[0-9]*.json"), key=lambda p: int(p.stem), reverse=True)
+        for commit in commits[:200]:
+            with commit.open(encoding="utf-8") as fh:
+                for line in fh:
+                    if write_id in line:
+                        info = json.loads(line).get("commitInfo") or {}
+                        if info.get(f"{_META_PREFIX}write_id") == write_id:
+                            return int(commit.stem)
+        raise LakeError(f"commit to {table!r} not found in its log")  # pragma: no cover
+
+    def _write_native(
+        self,
+        df: Any,
+        table: str,
+        mode: str,
+        keys: list[str],
+        metadata: Mapping[str, Any] | None,
+        exists: bool,
+    ) -> int:
+        """Spark-native Delta (Databricks / delta-spark). Not exercised here: no Delta jars."""
+        spark = self._require_spark()
+        if not _is_spark_df(df):
+            df = spark.createDataFrame(_to_arrow(df).to_pandas())
+        user_meta = json.dumps(self._commit_metadata(mode, -1, metadata, uuid.uuid4().hex))
+        path = self.path(table)
+        if mode == "merge" and exists:
+            from delta.tables import DeltaTable  # type: ignore[import-not-found]
+
+            cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+            spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", user_meta)
+            try:
+                (
+                    DeltaTable.forPath(spark, path)
+                    .alias("t")
+                    .merge(df.dropDuplicates(keys).alias("s"), cond)
+                    .whenNotMatchedInsertAll()
+                    .execute()
+                )
+            finally:
+                spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+        else:
+            writer = df.write.format("delta").option("userMetadata", user_meta)
+            if mode == "overwrite":
+                writer = writer.mode("overwrite").option("overwriteSchema", "true")
+            else:
+                writer = writer.mode("append")
+            if not exists and keys:
+                writer = writer.option("description", json.dumps({"keys": keys}))
+            writer.save(path)
+        return self.version(table)
+
+
+def _fmt_schema(schema_json: Any) -> str:
+    return (
+        "(" + ", ".join(f"{f['name']}: {_fmt_type(f['type'])}" for f in schema_json["fields"]) + ")"
+    )
+
+
+def _fmt_type(t: Any) -> str:
+    if isinstance(t, str):
+        return t
+    kind = t.get("type")
+    if kind == "array":
+        return f"array<{_fmt_type(t['elementType'])}>"
+    if kind == "map":
+        return f"map<{_fmt_type(t['keyType'])},{_fmt_type(t['valueType'])}>"
+    if kind == "struct":
+        return (
+            "struct<" + ",".join(f"{f['name']}:{_fmt_type(f['type'])}" for f in t["fields"]) + ">"
+        )
+    return str(kind)

@@ -1,0 +1,197 @@
+"""MLflow tracking: every CLI command is one MLflow run (stages are nested runs).
+
+A run records the config (flattened; secrets never logged), figures as metrics, and
+for every Delta table read or written its path and version — as tags
+(``delta.read.<table>`` / ``delta.write.<table>`` = ``path@vN``) and as MLflow dataset
+inputs (``mlflow.data.from_spark(..., path=..., version=N)``, context ``input`` or
+``output``). Each Delta commit made inside the run carries the run id back
+(``Lake.history``), so the two link both ways.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlsafety.config import Config, TrackingConfig, flatten
+from vlsafety.lake import Lake, TableEvent, commit_context
+
+if TYPE_CHECKING:
+    import mlflow
+
+__all__ = ["RunRecorder", "track"]
+
+log = logging.getLogger(__name__)
+
+_MAX_PARAM_LEN = 6000
+
+
+class RunRecorder:
+    """Handle to the active run; a no-op recorder when tracking is disabled."""
+
+    def __init__(self, run: mlflow.ActiveRun | None, lake: Lake | None) -> None:
+        self.run = run
+        self.lake = lake
+        self.tables: dict[str, dict[str, int]] = {"read": {}, "write": {}}
+        self._logged: set[tuple[str, str, int]] = set()
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.info.run_id if self.run is not None else None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.run is None:
+            return
+        import mlflow
+
+        clean = {k: float(v) for k, v in metrics.items() if v is not None}
+        if clean:
+            mlflow.log_metrics(clean, step=step)
+
+    def log_counts(self, stage: str, rows_in: int, rows_out: int, rejected: int) -> None:
+        """Per-stage counts; ``rows_in == rows_out + rejected`` is the stage's contract."""
+        self.log_metrics(
+            {
+                f"{stage}.rows_in": rows_in,
+                f"{stage}.rows_out": rows_out,
+                f"{stage}.rejected": rejected,
+            }
+        )
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.run is None:
+            return
+        import mlflow
+
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        if self.run is None:
+            return
+        import mlflow
+
+        mlflow.log_dict(data, artifact_file)
+
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        if self.run is None:
+            return
+        import mlflow
+
+        mlflow.log_artifact(os.fspath(path), artifact_path)
+
+    def on_table_event(self, event: TableEvent) -> None:
+        """Lake listener: remember and log every Delta version read or written."""
+        self.tables[event.kind][event.table] = event.version
+        key = (event.kind, event.table, event.version)
+        if self.run is None or key in self._logged:
+            return
+        self._logged.add(key)
+        import mlflow
+
+        mlflow.set_tag(f"delta.{event.kind}.{event.table}", f"{event.path}@v{event.version}")
+        self._log_dataset(event)
+
+    def _log_dataset(self, event: TableEvent) -> None:
+        import mlflow
+
+        lake = self.lake
+        if lake is None or lake.spark is None:
+            return
+        try:
+            from mlflow.data.spark_dataset import from_spark
+
+            df = lake.read(event.table, version=event.version, track=False)
+            dataset = from_spark(
+                df,
+                path=event.path,
+                version=str(event.version),
+                name=event.table,
+                digest=f"{event.table}@v{event.version}",
+            )
+            context = "input" if event.kind == "read" else "output"
+            mlflow.log_input(dataset, context=context)
+        except Exception as exc:  # tracking must never break a job
+            log.warning(
+                "could not log %s@v%s as an MLflow dataset: %s", event.table, event.version, exc
+            )
+
+
+def _setup(cfg: TrackingConfig) -> None:
+    import mlflow
+
+    uri = cfg.uri
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        if str(db.parent) not in ("", "."):
+            db.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(cfg.experiment)
+
+
+def _log_params(cfg: Config, extra: Mapping[str, Any] | None) -> None:
+    import mlflow
+
+    params = flatten(cfg.to_dict())
+    params.update(flatten(dict(extra or {})))
+    clean = {}
+    for k, v in params.items():
+        text = json.dumps(v) if isinstance(v, list | dict) else str(v)
+        clean[k] = text[:_MAX_PARAM_LEN]
+    mlflow.log_params(clean)
+
+
+@contextlib.contextmanager
+def track(
+    cfg: Config,
+    command: str,
+    *,
+    lake: Lake | None = None,
+    nested: bool = False,
+    params: Mapping[str, Any] | None = None,
+    run_name: str | None = None,
+) -> Iterator[RunRecorder]:
+    """Run the block inside one MLflow run (nested under the active run when ``nested``).
+
+    Every Delta commit made on ``lake`` inside the block carries the run id and command.
+    """
+    if not cfg.tracking.enabled:
+        recorder = RunRecorder(None, lake)
+        if lake is not None:
+            lake.add_listener(recorder.on_table_event)
+        try:
+            with commit_context(command=command):
+                yield recorder
+        finally:
+            if lake is not None:
+                lake.remove_listener(recorder.on_table_event)
+        return
+
+    import mlflow
+
+    if not nested:
+        _setup(cfg.tracking)
+    started = time.perf_counter()
+    with mlflow.start_run(run_name=run_name or command.split()[0], nested=nested) as run:
+        recorder = RunRecorder(run, lake)
+        mlflow.set_tag("vlsafety.command", command)
+        if not nested:
+            _log_params(cfg, params)
+        elif params:
+            mlflow.log_params(
+                {k: str(v)[:_MAX_PARAM_LEN] for k, v in flatten(dict(params)).items()}
+            )
+        if lake is not None:
+            lake.add_listener(recorder.on_table_event)
+        try:
+            with commit_context(run_id=run.info.run_id, command=command):
+                yield recorder
+        finally:
+            if lake is not None:
+                lake.remove_listener(recorder.on_table_event)
+            mlflow.log_metric("duration_s", time.perf_counter() - started)
