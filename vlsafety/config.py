@@ -293,8 +293,8 @@ def load_config(
             raise ConfigError(f"{conf_path}: top level must be a mapping")
         data = loaded
     for text in overrides:
-        path, value = parse_override(text)
-        _apply(data, path, value)
+        key_path, value = parse_override(text)
+        _apply(data, key_path, value)
     try:
         return from_mapping(Config, data)
     except ConfigError as exc:

@@ -1,0 +1,255 @@
+"""One self-contained HTML report of a benchmark version (``vlsafety report``).
+
+Sections: leaderboard, quality metrics (MAD / MEAN / GAP / DIV), category distribution
+of the benchmark vs. the pool, criteria histograms, a 2-D projection of the benchmark's
+embeddings colored by separability and harmfulness (VLSafetyBencher Fig. 5), ASR
+stability vs. benchmark size (Fig. 7) and the weight sweep (Fig. 6). Plots are
+matplotlib PNGs embedded as base64, so the page has no external references.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["SECTIONS", "ReportData", "project_2d", "render_report"]
+
+#: Section ids, in page order; every report has each of them (with a note when empty).
+SECTIONS = (
+    "leaderboard",
+    "quality",
+    "categories",
+    "criteria",
+    "projection",
+    "stability",
+    "sweep",
+)
+
+
+@dataclass
+class ReportData:
+    """Plain inputs of a report; any part may be missing (the section then says why)."""
+
+    title: str
+    subtitle: str = ""
+    leaderboard: pd.DataFrame | None = None  # model, category, n, asr, sr, e_asr, elite_mean
+    quality: dict[str, float] = field(default_factory=dict)  # mad, mean, gap, div, ...
+    category_counts: pd.DataFrame | None = None  # category, benchmark, pool
+    criteria: pd.DataFrame | None = None  # c_sep, c_harm, c_div per benchmark sample
+    embedding: np.ndarray | None = None  # (n, d) benchmark embeddings
+    separability: np.ndarray | None = None  # (n,)
+    harmfulness: np.ndarray | None = None  # (n,)
+    stability: pd.DataFrame | None = None  # size, model, asr, lo, hi
+    sweep: pd.DataFrame | None = None  # weight, value, mad, mean, gap, div
+    notes: dict[str, str] = field(default_factory=dict)  # section -> why it is empty
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}"/>'
+
+
+def project_2d(embedding: np.ndarray, seed: int = 0) -> np.ndarray:
+    """2-D projection for Fig. 5: t-SNE (PCA-initialized) when there are enough points,
+    else the first two principal components."""
+    x = np.asarray(embedding, dtype=np.float64)
+    n = x.shape[0]
+    if n < 3:
+        return np.zeros((n, 2))
+    x = x - x.mean(axis=0)
+    if n >= 30:
+        from sklearn.manifold import TSNE
+
+        perplexity = float(min(30.0, max(5.0, (n - 1) / 3)))
+        return np.asarray(
+            TSNE(
+                n_components=2, init="pca", perplexity=perplexity, random_state=seed
+            ).fit_transform(x)
+        )
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    out = u[:, :2] * s[:2]
+    return out if out.shape[1] == 2 else np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+
+
+def _leaderboard(data: ReportData) -> str:
+    lb = data.leaderboard
+    if lb is None or lb.empty:
+        return ""
+    overall = lb[lb["category"] == "overall"].sort_values("asr")
+    cols = [c for c in ("model", "n", "asr", "sr", "e_asr", "elite_mean") if c in overall.columns]
+    table = overall[cols].to_html(index=False, float_format=lambda v: f"{v:.3f}", classes="tbl")
+    pivot = lb[lb["category"] != "overall"].pivot_table(
+        index="model", columns="category", values="asr"
+    )
+    per_cat = (
+        pivot.to_html(float_format=lambda v: f"{v:.3f}", classes="tbl") if not pivot.empty else ""
+    )
+    return f"<h3>Overall (micro-average)</h3>{table}<h3>ASR by category</h3>{per_cat}"
+
+
+def _quality(data: ReportData) -> str:
+    if not data.quality:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" for k, v in data.quality.items()
+    )
+    return f'<table class="tbl"><tr><th>metric</th><th>value</th></tr>{rows}</table>'
+
+
+def _categories(data: ReportData) -> str:
+    cc = data.category_counts
+    if cc is None or cc.empty:
+        return ""
+    import matplotlib.pyplot as plt
+
+    share = cc.set_index("category")[["benchmark", "pool"]].astype(float)
+    share = share / share.sum(axis=0).replace(0, 1)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    share.plot.bar(ax=ax)
+    ax.set_ylabel("share of samples")
+    ax.set_title("Category distribution: benchmark vs. pool")
+    return _img(_png(fig), "category distribution") + cc.to_html(index=False, classes="tbl")
+
+
+def _criteria(data: ReportData) -> str:
+    cr = data.criteria
+    if cr is None or cr.empty:
+        return ""
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in ("c_sep", "c_harm", "c_div") if c in cr.columns]
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.3 * len(cols), 2.8))
+    for ax, col in zip(np.atleast_1d(axes), cols, strict=True):
+        ax.hist(cr[col].dropna(), bins=20, range=(0, 1), color="#4472c4")
+        ax.set_title(col)
+    return _img(_png(fig), "criteria histograms")
+
+
+def _projection(data: ReportData) -> str:
+    if data.embedding is None or len(data.embedding) == 0:
+        return ""
+    import matplotlib.pyplot as plt
+
+    xy = project_2d(data.embedding)
+    panels = [("separability", data.separability), ("harmfulness", data.harmfulness)]
+    panels = [(name, v) for name, v in panels if v is not None]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 4))
+    for ax, (name, values) in zip(np.atleast_1d(axes), panels or [("samples", None)], strict=True):
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=values, cmap="Blues", s=10, vmin=0, vmax=1)
+        ax.set_title(f"2-D projection colored by {name}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if values is not None:
+            fig.colorbar(sc, ax=ax)
+    return _img(_png(fig), "embedding projection")
+
+
+def _stability(data: ReportData) -> str:
+    st = data.stability
+    if st is None or st.empty:
+        return ""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for model, g in st.groupby("model"):
+        g = g.sort_values("size")
+        ax.plot(g["size"], g["asr"], marker="o", label=str(model))
+        if {"lo", "hi"} <= set(g.columns):
+            ax.fill_between(g["size"], g["lo"], g["hi"], alpha=0.2)
+    ax.set_xlabel("benchmark size")
+    ax.set_ylabel("ASR")
+    ax.set_title("ASR stability vs. benchmark size (bootstrap CI)")
+    ax.legend(fontsize=7)
+    extra = ""
+    if "kendall_tau" in st.columns:
+        tau = st.groupby("size")["kendall_tau"].first().reset_index()
+        extra = "<h3>Ranking stability (Kendall τ vs. full set)</h3>" + tau.to_html(
+            index=False, float_format=lambda v: f"{v:.3f}", classes="tbl"
+        )
+    return _img(_png(fig), "stability") + extra
+
+
+def _sweep(data: ReportData) -> str:
+    sw = data.sweep
+    if sw is None or sw.empty:
+        return ""
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in ("mad", "mean", "gap", "div") if m in sw.columns]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3))
+    for ax, metric in zip(np.atleast_1d(axes), metrics, strict=True):
+        for weight, g in sw.groupby("weight"):
+            g = g.sort_values("value")
+            ax.plot(g["value"], g[metric], marker="o", label=str(weight))
+        ax.set_title(metric.upper())
+        ax.set_xlabel("weight value")
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    return _img(_png(fig), "weight sweep") + sw.to_html(
+        index=False, float_format=lambda v: f"{v:.3f}", classes="tbl"
+    )
+
+
+_TITLES = {
+    "leaderboard": "Leaderboard",
+    "quality": "Benchmark quality",
+    "categories": "Category distribution",
+    "criteria": "Selection criteria",
+    "projection": "Embedding projection (Fig. 5)",
+    "stability": "Stability vs. benchmark size (Fig. 7)",
+    "sweep": "Weight sweep (Fig. 6)",
+}
+_BUILDERS = {
+    "leaderboard": _leaderboard,
+    "quality": _quality,
+    "categories": _categories,
+    "criteria": _criteria,
+    "projection": _projection,
+    "stability": _stability,
+    "sweep": _sweep,
+}
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{margin-bottom:0}.sub{color:#666;margin-top:.2em}
+section{margin:2em 0;border-top:1px solid #ddd}img{max-width:100%}
+.tbl{border-collapse:collapse;font-size:13px}.tbl td,.tbl th{border:1px solid #ccc;padding:3px 8px}
+.empty{color:#999;font-style:italic}
+"""
+
+
+def render_report(data: ReportData, out: str | Path) -> Path:
+    """Write the report to ``out`` and return its path. Every section is present."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(data.title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(data.title)}</h1><p class='sub'>{html.escape(data.subtitle)}</p>",
+    ]
+    for sid in SECTIONS:
+        body = _BUILDERS[sid](data)
+        if not body:
+            why = data.notes.get(sid, "no data for this section")
+            body = f"<p class='empty'>{html.escape(why)}</p>"
+        parts.append(f'<section id="{sid}"><h2>{_TITLES[sid]}</h2>{body}</section>')
+    parts.append("</body></html>")
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(parts), encoding="utf-8")
+    return path
