@@ -1,0 +1,172 @@
+"""The Arrow adapter behind ``vlsafety select``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from vlsafety.selection import OUTPUT_COLUMNS, greedy_select, select_table, separability
+
+
+def _table(n: int = 60, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    return pa.table(
+        {
+            "sample_id": [f"s{i}" for i in range(n)],
+            "category": rng.choice(["bias", "privacy", "toxicity"], n).tolist(),
+            "embedding": [rng.normal(size=6).astype(np.float32).tolist() for _ in range(n)],
+            "harmful": [(rng.random(4) < 0.5).tolist() for _ in range(n)],
+            "judge_probs": [rng.random(6).tolist() for _ in range(n)],
+            "elite_scores": [(rng.random(3) * 25).tolist() for _ in range(n)],
+            "text": [f"question {i}" for i in range(n)],
+        }
+    )
+
+
+def _replace(table: pa.Table, name: str, values: list) -> pa.Table:
+    i = table.column_names.index(name)
+    return table.set_column(i, name, pa.array(values, type=table.schema.field(name).type))
+
+
+def test_greedy_mode_selects_like_greedy_select() -> None:
+    table = _table()
+    selected, summary = select_table(table, n_max=12, device="numpy")
+    assert selected.column_names == table.column_names + list(OUTPUT_COLUMNS)
+    assert selected.column("rank").to_pylist() == list(range(1, 13))
+    # Same picks as the array API on the same inputs.
+    names = ["bias", "privacy", "toxicity"]
+    cat = np.array([names.index(c) for c in table.column("category").to_pylist()])
+    p_h = np.array([np.mean(x) for x in table.column("harmful").to_pylist()])
+    harm = np.array([np.mean(x) for x in table.column("judge_probs").to_pylist()])
+    emb = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    ref = greedy_select(separability(p_h), harm, cat, emb, n_categories=3, n_max=12, device="numpy")
+    expected_ids = [f"s{i}" for i in ref.indices.tolist()]
+    assert selected.column("sample_id").to_pylist() == expected_ids
+    np.testing.assert_array_equal(selected.column("score").to_numpy(), ref.score)
+    np.testing.assert_array_equal(selected.column("c_div").to_numpy(), ref.c_div)
+    assert summary["n_selected"] == 12 and summary["n_rejected"] == 0
+    assert summary["n_not_selected"] == 48
+    assert summary["category_names"] == names and summary["n_categories"] == 3
+    assert summary["metrics"]["div"] == pytest.approx(ref.c_div.mean())
+    assert set(summary["metrics"]["panel"]) == {"mad", "mean", "gap"}
+    assert sum(summary["per_category"].values()) == 12
+    assert summary["inputs"]["p_h"].startswith("harmful")
+
+
+def test_scalar_columns_win_and_are_reported() -> None:
+    table = _table()
+    table = table.append_column("p_h", pa.array(np.linspace(0, 1, 60)))
+    table = table.append_column("harm", pa.array(np.full(60, 0.5)))
+    selected, summary = select_table(table, n_max=5, device="numpy")
+    assert summary["inputs"] == {"p_h": "p_h", "harm": "harm"}
+    np.testing.assert_allclose(selected.column("c_harm").to_numpy(), 0.5)
+
+
+def test_bad_rows_become_rejects_and_counts_add_up() -> None:
+    table = _table(20)
+    emb = table.column("embedding").to_pylist()
+    emb[0] = None
+    emb[1] = [0.0] * 6
+    emb[2] = [1.0] * 5
+    emb[3] = [float("nan")] + [1.0] * 5
+    table = _replace(table, "embedding", emb)
+    harmful = table.column("harmful").to_pylist()
+    harmful[4] = None
+    harmful[5] = [True, False]
+    table = _replace(table, "harmful", harmful)
+    probs = table.column("judge_probs").to_pylist()
+    probs[6] = [1.5] + [0.1] * 5
+    table = _replace(table, "judge_probs", probs)
+    cats = table.column("category").to_pylist()
+    cats[7] = "weapons"
+    table = _replace(table, "category", cats)
+    ids = table.column("sample_id").to_pylist()
+    ids[8] = "s9"
+    table = _replace(table, "sample_id", ids)
+    selected, summary = select_table(
+        table, n_max=50, category_names=["bias", "privacy", "toxicity"], device="numpy"
+    )
+    reasons = {r["sample_id"]: r["reason"] for r in summary["rejects"]}
+    assert reasons == {
+        "s0": "missing_embedding",
+        "s1": "zero_embedding",
+        "s2": "bad_embedding_dim",
+        "s3": "nonfinite_embedding",
+        "s4": "missing_harmful",
+        "s5": "bad_harmful_size",
+        "s6": "invalid_judge_probs",
+        "s7": "unknown_category",
+        "s9": "duplicate_sample_id",
+    }
+    assert all(r["detail"] for r in summary["rejects"])
+    assert summary["n_selected"] == 11 == selected.num_rows
+    assert (
+        summary["n_input"]
+        == summary["n_selected"] + summary["n_not_selected"] + summary["n_rejected"]
+    )
+    assert not set(selected.column("sample_id").to_pylist()) & set(reasons) - {"s9"}
+
+
+def test_elite_filter_mode() -> None:
+    table = _table(40)
+    selected, summary = select_table(table, n_max=5, mode="elite-filter", per_category_cap=4)
+    scores = np.array(table.column("elite_scores").to_pylist())
+    combined = scores.sum(axis=1)
+    got = selected.column("score").to_numpy()
+    assert np.all(np.diff(got) <= 0) and selected.num_rows <= 5
+    ids = [int(s[1:]) for s in selected.column("sample_id").to_pylist()]
+    np.testing.assert_allclose(got, combined[ids])
+    assert all((scores[i] >= 10).sum() >= 2 for i in ids)
+    assert selected.column("c_div").null_count == selected.num_rows
+    counts = summary["reject_counts"]
+    assert set(counts) <= {"below_threshold", "category_cap", "n_max"}
+    assert (
+        summary["n_input"]
+        == summary["n_selected"] + summary["n_not_selected"] + summary["n_rejected"]
+    )
+    assert summary["n_not_selected"] == 0  # every unselected pair has a reason
+
+
+@pytest.mark.parametrize(
+    ("drop", "kwargs", "match"),
+    [
+        (["embedding"], {}, "missing column.*embedding"),
+        (["harmful"], {}, "'p_h' column or a 'harmful'"),
+        (["judge_probs"], {}, "'harm' column or a 'judge_probs'"),
+        (["elite_scores"], {"mode": "elite-filter"}, "elite_scores"),
+        (["sample_id"], {}, "sample_id"),
+        ([], {"mode": "best"}, "mode"),
+        ([], {"n_max": 0}, "n_max"),
+        ([], {"category_names": ["bias", "privacy", "toxicity"], "n_categories": 4}, "contradicts"),
+        ([], {"n_categories": 2}, "n_categories=2"),
+    ],
+)
+def test_bad_tables_raise_errors_naming_the_problem(
+    drop: list[str], kwargs: dict, match: str
+) -> None:
+    table = _table(10).drop_columns(drop)
+    with pytest.raises(ValueError, match=match):
+        select_table(table, **{"n_max": 3, **kwargs})
+
+
+def test_type_errors_name_the_column() -> None:
+    table = (
+        _replace(_table(5), "category", ["a"] * 5)
+        .drop_columns(["embedding"])
+        .append_column("embedding", pa.array(["x"] * 5))
+    )
+    with pytest.raises(ValueError, match="column 'embedding': expected a list column"):
+        select_table(table, n_max=2)
+    with pytest.raises(ValueError, match="already has output column"):
+        select_table(_table(5).append_column("score", pa.array([1.0] * 5)), n_max=2)
+
+
+def test_k_from_taxonomy_names_larger_than_present() -> None:
+    selected, summary = select_table(
+        _table(30),
+        n_max=6,
+        category_names=["bias", "privacy", "toxicity", "legality"],
+        device="numpy",
+    )
+    assert summary["n_categories"] == 4 and selected.num_rows == 6
