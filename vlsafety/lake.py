@@ -538,9 +538,12 @@ class Lake:
         from pyspark.sql.pandas.types import to_arrow_schema
 
         if mode == "merge":
+            columns = list(df.columns)
             df = df.dropDuplicates(keys)
             if exists:
-                df = df.join(self.read(table, track=False).select(*keys), on=keys, how="left_anti")
+                existing = self.read(table, track=False).select(*keys)
+                # a join moves the key columns first: restore the column order
+                df = df.join(existing, on=keys, how="left_anti").select(*columns)
         df.write.mode("errorifexists").parquet(str(stage))
         return normalize_schema(to_arrow_schema(df.schema))
 

@@ -278,3 +278,13 @@ def test_merge_is_insert_if_absent(
     got = lake.read_arrow("m").to_pylist()
     assert len(got) == len(expected)
     assert {r["k"]: r["batch"] for r in got} == expected
+
+
+def test_spark_merge_keeps_column_order_when_key_is_not_first(lake: Lake, spark) -> None:
+    lake.write(pa.table({"v": [1], "id": ["a"]}), "t", "merge", keys=["id"])
+    sdf = spark.createDataFrame([(2, "a"), (3, "b")], "v long, id string")
+    lake.write(sdf, "t", "merge")
+    assert sorted(lake.read_arrow("t").to_pylist(), key=lambda r: r["id"]) == [
+        {"v": 1, "id": "a"},
+        {"v": 3, "id": "b"},
+    ]
