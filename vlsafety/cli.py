@@ -167,6 +167,276 @@ def _cmd_diff(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- pipeline jobs
+def _ctx(cfg: Config) -> Any:
+    return _lake(cfg, spark=True)
+
+
+def _print_counts(args: argparse.Namespace, counts: dict[str, Any], title: str) -> None:
+    text = (
+        title
+        + "\n"
+        + "\n".join(f"  {k}: {v}" for k, v in counts.items() if not isinstance(v, list | dict))
+    )
+    _emit(args, counts, text)
+
+
+@command("demo-data")
+def _cmd_demo_data(args: argparse.Namespace, cfg: Config) -> int:
+    from vlsafety.ingest.demo_data import write_demo_data
+
+    manifest = write_demo_data(
+        args.dir, n=args.n, seed=args.seed if args.seed is not None else cfg.seed
+    )
+    _emit(
+        args,
+        {"manifest": str(manifest)},
+        f"demo pool written; ingest it with: --source manifest:{manifest}",
+    )
+    return 0
+
+
+@command("models")
+def _cmd_models(args: argparse.Namespace, cfg: Config) -> int:
+    from vlsafety.models.tiny import make_tiny
+
+    path = make_tiny(args.dir, seed=cfg.seed, force=args.force)
+    _emit(args, {"models_yaml": str(path)}, f"tiny random-weight models ready: {path}")
+    return 0
+
+
+@command("ingest")
+def _cmd_ingest(args: argparse.Namespace, cfg: Config) -> int:
+    from vlsafety.ingest import run_ingest
+    from vlsafety.tracking import track
+
+    lake = _ctx(cfg)
+    sources = list(args.source or cfg.build.sources)
+    if not sources:
+        raise UsageError(
+            "ingest: give at least one --source KIND:PATH (or build.sources in the config)"
+        )
+    with track(cfg, "vlsafety ingest " + " ".join(sources), lake=lake) as rec:
+        counts = run_ingest(lake.spark, lake, sources, cfg.ingest)
+        rec.log_metrics({k: v for k, v in counts.items() if isinstance(v, int | float)})
+    _print_counts(args, counts, "ingest")
+    return 0
+
+
+@command("preprocess")
+def _cmd_preprocess(args: argparse.Namespace, cfg: Config) -> int:
+    from vlsafety.pipeline import load_models
+    from vlsafety.preprocess import run_preprocess
+    from vlsafety.tracking import track
+
+    lake = _ctx(cfg)
+    models = load_models(cfg)
+    with track(cfg, "vlsafety preprocess", lake=lake) as rec:
+        counts = run_preprocess(
+            lake.spark, lake, cfg.preprocess, embedder=models.embedder, verifier=models.verifier
+        )
+        rec.log_metrics({k: float(v) for k, v in counts.items() if isinstance(v, int | float)})
+    _print_counts(args, counts, "preprocess")
+    return 0
+
+
+@command("generate")
+def _cmd_generate(args: argparse.Namespace, cfg: Config) -> int:
+    from vlsafety.generate import run_generate
+    from vlsafety.pipeline import load_models
+    from vlsafety.tracking import track
+
+    lake = _ctx(cfg)
+    models = load_models(cfg)
+    with track(cfg, "vlsafety generate", lake=lake) as rec:
+        counts = run_generate(lake.spark, lake, cfg.generate, models.generator)
+        rec.log_metrics({k: v for k, v in counts.items() if isinstance(v, int | float)})
+    _print_counts(args, counts, "generate")
+    return 0
+
+
+@command("augment")
+def _cmd_augment(args: argparse.Namespace, cfg: Config) -> int:
+    from vlsafety.augment import run_augment
+    from vlsafety.pipeline import load_models
+    from vlsafety.tracking import track
+
+    lake = _ctx(cfg)
+    models = load_models(cfg)
+    with track(cfg, "vlsafety augment", lake=lake) as rec:
+        counts = run_augment(lake.spark, lake, cfg.augment, models.generator)
+        rec.log_metrics({k: v for k, v in counts.items() if isinstance(v, int | float)})
+    _print_counts(args, counts, "augment")
+    return 0
+
+
+def _parse_weights(text: str | None, default: list[float]) -> list[float]:
+    if text is None:
+        return list(default)
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise UsageError(
+            f"--weights: expected three numbers like 0.5,0.3,0.2, got {text!r}"
+        ) from None
+    if len(weights) != 3:
+        raise UsageError(f"--weights: expected three numbers (alpha,beta,gamma), got {text!r}")
+    return weights
+
+
+@command("select")
+def _cmd_select(args: argparse.Namespace, cfg: Config) -> int:
+    from pathlib import Path
+
+    from vlsafety.lake import parse_table_ref
+    from vlsafety.selection import select_table
+    from vlsafety.tracking import track
+
+    weights = _parse_weights(args.weights, cfg.select.weights)
+    n_max = args.n_max if args.n_max is not None else cfg.select.n_max
+    lake = _lake(cfg, spark=args.out is not None)
+    src = Path(args.input)
+    with track(cfg, f"vlsafety select --input {args.input}", lake=lake) as rec:
+        if src.suffix == ".parquet" or (
+            src.exists() and not (src / "_delta_log").exists() and src.is_file()
+        ):
+            import pyarrow.parquet as pq
+
+            if not src.is_file():
+                raise FileNotFoundError(f"--input: {src} not found")
+            table = pq.read_table(src)
+        else:
+            name, version = parse_table_ref(args.input)
+            table = lake.read_arrow(name, version=version)
+        category_names = None
+        if args.taxonomy:
+            from vlsafety.taxonomy import load_taxonomy
+
+            category_names = load_taxonomy(args.taxonomy).names
+        selected, summary = select_table(
+            table,
+            n_max=n_max,
+            weights=weights,
+            mode=args.mode or cfg.select.mode,
+            category_names=category_names,
+            threshold=cfg.select.threshold,
+            device=cfg.select.engine,
+        )
+        rejects = summary.pop("rejects", [])
+        if args.out:
+            summary["out_version"] = lake.write(selected, args.out, "overwrite")
+            summary["out"] = args.out
+            if rejects:
+                from vlsafety.pipeline._build import write_reject_rows
+
+                write_reject_rows(lake, "select", rejects)
+        rec.log_metrics(
+            {
+                f"quality.{k}": v
+                for k, v in summary.get("metrics", {}).items()
+                if isinstance(v, int | float)
+            }
+        )
+        rec.log_dict(summary, "selection_summary.json")
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        metrics = summary.get("metrics", {})
+        print(f"selected {selected.num_rows} of {table.num_rows} ({summary.get('mode')})")
+        for k, v in metrics.items():
+            print(f"  {k}: {v}")
+        if args.out:
+            print(f"written to {args.out}@{summary['out_version']}")
+    return 0
+
+
+@command("build")
+def _cmd_build(args: argparse.Namespace, cfg: Config) -> int:
+    from vlsafety.pipeline import BUILD_STAGES, build
+
+    stages = tuple(args.stages.split(",")) if args.stages else BUILD_STAGES
+    lake = _ctx(cfg)
+    result = build(cfg, lake, stages=stages, command="vlsafety build " + " ".join(sys.argv[2:]))
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2, default=str))
+    else:
+        print(
+            f"benchmark {cfg.build.benchmark_table}@{result.benchmark_version}  (MLflow run {result.run_id})"
+        )
+        for k, v in result.summary.items():
+            print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+    return 0
+
+
+@command("update")
+def _cmd_update(args: argparse.Namespace, cfg: Config) -> int:
+    from vlsafety.lake import parse_table_ref
+    from vlsafety.pipeline import update
+
+    name, version = parse_table_ref(args.benchmark)
+    lake = _ctx(cfg)
+    summary = update(cfg, lake, name, version, replace=args.replace, out=args.out, where=args.where)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(
+            f"{summary['source']} -> {summary['out']}: replaced {len(summary['removed'])} of {summary['n_before']}"
+        )
+        for key in ("mad", "mean", "gap"):
+            b, a = summary["before"].get(key), summary["after"].get(key)
+            if b is not None and a is not None:
+                print(f"  {key.upper():<5} before {b:.4f}  after {a:.4f}")
+    return 0
+
+
+@command("evaluate")
+def _cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
+    from vlsafety.lake import parse_table_ref
+    from vlsafety.pipeline import evaluate
+
+    name, version = parse_table_ref(args.benchmark)
+    models = [m for m in (args.models or "").split(",") if m] or list(cfg.models.victims)
+    lake = _ctx(cfg)
+    result = evaluate(cfg, lake, name, version, models)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    import pandas as pd
+
+    board = pd.DataFrame(result["leaderboard"])
+    overall = board[board["category"] == "overall"].sort_values("asr")
+    print(f"leaderboard for {result['benchmark']} (run {result['run_id']})")
+    with pd.option_context("display.width", 200):
+        print(overall[["model_id", "n", "asr", "sr", "e_asr", "elite_mean"]].to_string(index=False))
+    for k, v in result["quality"].items():
+        print(f"  {k}: {v:.4f}")
+    return 0
+
+
+@command("export")
+def _cmd_export(args: argparse.Namespace, cfg: Config) -> int:
+    from vlsafety.lake import parse_table_ref
+    from vlsafety.pipeline import export_benchmark
+
+    name, version = parse_table_ref(args.table)
+    meta = export_benchmark(_lake(cfg), name, version, args.out, fmt=args.format)
+    _emit(
+        args,
+        meta,
+        f"exported {meta['rows']} rows and {meta['images']} images of {name}@{meta['version']} to {args.out}",
+    )
+    return 0
+
+
+@command("report")
+def _cmd_report(args: argparse.Namespace, cfg: Config) -> int:
+    from vlsafety.pipeline import write_report
+
+    path = write_report(cfg, _ctx(cfg), args.ref, args.out)
+    _emit(args, {"report": str(path)}, f"report written to {path}")
+    return 0
+
+
 # ------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
@@ -207,6 +477,73 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("new", metavar="TABLE@V2")
     s.add_argument("--key", help="comma-separated key columns (default: the table's keys)")
     s.add_argument("--limit", type=int, default=5, help="example rows per kind")
+    s.add_argument("--json", action="store_true")
+
+    s = add("demo-data", "write the synthetic demo pool (with planted duplicates and broken files)")
+    s.add_argument("dir")
+    s.add_argument("--n", type=int, default=300)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--json", action="store_true")
+
+    s = add("models", "model utilities")
+    msub = s.add_subparsers(
+        dest="models_command", required=True, metavar="ACTION", parser_class=_Parser
+    )
+    mt = msub.add_parser("make-tiny", help="create tiny random-weight models offline")
+    mt.add_argument("dir")
+    mt.add_argument("--force", action="store_true")
+    mt.add_argument("--json", action="store_true")
+
+    s = add("ingest", "read sources into the images and raw_pool tables")
+    s.add_argument("--source", action="append", metavar="KIND:PATH", help="repeatable")
+    s.add_argument("--json", action="store_true")
+
+    for name, text in (
+        ("preprocess", "filter, deduplicate and categorize raw_pool into pool"),
+        ("generate", "generate cross-modal candidates from the pool"),
+        ("augment", "augment candidates (text and image mutations)"),
+    ):
+        s = add(name, text)
+        s.add_argument("--json", action="store_true")
+
+    s = add("select", "select a benchmark from a scored table or parquet file")
+    s.add_argument(
+        "--input", required=True, metavar="SCORED", help="Delta table[@V] or .parquet file"
+    )
+    s.add_argument("--n-max", type=int, default=None)
+    s.add_argument("--weights", help="alpha,beta,gamma (default from config)")
+    s.add_argument("--mode", choices=["greedy", "elite-filter"])
+    s.add_argument("--taxonomy", help="taxonomy name or YAML (fixes K and category ids)")
+    s.add_argument("--out", metavar="TABLE", help="write the selection to this Delta table")
+    s.add_argument("--json", action="store_true")
+
+    s = add("build", "run the whole pipeline: a new version of the benchmark table")
+    s.add_argument("--stages", help="comma-separated subset of the stages (default: all)")
+    s.add_argument("--json", action="store_true")
+
+    s = add("update", "replace the worst share of an existing benchmark")
+    s.add_argument("--benchmark", required=True, metavar="TABLE[@VERSION]")
+    s.add_argument("--replace", type=float, default=0.2)
+    s.add_argument("--out", metavar="TABLE", help="output table (default: build.benchmark_table)")
+    s.add_argument(
+        "--where", help="Spark SQL filter on the source rows, e.g. \"source = 'figstep'\""
+    )
+    s.add_argument("--json", action="store_true")
+
+    s = add("evaluate", "evaluate models on a pinned benchmark version")
+    s.add_argument("--benchmark", required=True, metavar="TABLE@VERSION")
+    s.add_argument("--models", help="comma-separated model ids (default: models.victims)")
+    s.add_argument("--json", action="store_true")
+
+    s = add("export", "write a shareable folder of a benchmark version")
+    s.add_argument("table", metavar="TABLE@VERSION")
+    s.add_argument("--out", required=True)
+    s.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+    s.add_argument("--json", action="store_true")
+
+    s = add("report", "one self-contained HTML report of a run or benchmark version")
+    s.add_argument("ref", metavar="RUN_ID|TABLE@VERSION")
+    s.add_argument("--out", default="report.html")
     s.add_argument("--json", action="store_true")
 
     return p

@@ -108,6 +108,13 @@ class SelectConfig:
     mode: Literal["greedy", "elite-filter"] = "greedy"
     threshold: float = 10.0
     taxonomy: str = "vlsb"
+    #: numpy: the exact lazy CPU engine (2.4 s for 300K/4000 on 2 cores); cuda: the torch
+    #: engine on the GPU; auto: cuda when present. See bench/selection.py.
+    device: Literal["auto", "numpy", "cpu", "cuda"] = "numpy"
+
+    @property
+    def engine(self) -> str | None:
+        return None if self.device == "auto" else self.device
 
     def __post_init__(self) -> None:
         if self.n_max <= 0:
@@ -121,13 +128,59 @@ class SelectConfig:
 
 
 @dataclass(frozen=True)
+class BuildConfig:
+    """The build job: where the raw pool comes from and how responses count as harmful."""
+
+    sources: list[str] = field(default_factory=list)
+    benchmark_table: str = "benchmark"
+    harmful_threshold: float = 0.5
+    heldout_victims: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.harmful_threshold <= 1.0:
+            raise ConfigError(
+                f"build.harmful_threshold: must be in [0, 1], got {self.harmful_threshold}"
+            )
+
+
+#: Stage sections typed by the stages' own option dataclasses, imported on first use
+#: (the stage packages import this module, so a top-level import would be circular).
+_STAGE_SECTIONS: dict[str, str] = {
+    "ingest": "vlsafety.ingest._options:IngestOptions",
+    "preprocess": "vlsafety.preprocess._options:PreprocessOptions",
+    "generate": "vlsafety.generate._options:GenerateOptions",
+    "augment": "vlsafety.augment._options:AugmentOptions",
+}
+
+
+def _section_class(name: str) -> type:
+    import importlib
+
+    module, _, cls = _STAGE_SECTIONS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+
+
+def _section_default(name: str) -> Any:
+    return field(default_factory=lambda: _section_class(name)())
+
+
+@dataclass(frozen=True)
 class Config:
-    """The whole vlsafety configuration (``conf/demo.yaml`` is the embedded default)."""
+    """The whole vlsafety configuration (``conf/demo.yaml`` is the embedded default).
+
+    Stage sections (``ingest``, ``preprocess``, ``generate``, ``augment``) are the stages'
+    own option dataclasses, validated the same way.
+    """
 
     lake: LakeConfig = field(default_factory=LakeConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
+    ingest: Any = _section_default("ingest")
+    preprocess: Any = _section_default("preprocess")
+    generate: Any = _section_default("generate")
+    augment: Any = _section_default("augment")
     select: SelectConfig = field(default_factory=SelectConfig)
     seed: int = 0
 
@@ -169,6 +222,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             allowed = ", ".join(repr(a) for a in get_args(tp))
             raise ConfigError(f"{key}: must be one of {allowed}, got {value!r}")
         return value
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        item = args[0] if args else Any
+        return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (list, Sequence):
         (item,) = get_args(tp) or (Any,)
         if not isinstance(value, list | tuple):
@@ -207,7 +266,10 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
         key = f"{prefix}.{raw_key}" if prefix else str(raw_key)
         if raw_key not in names:
             raise ConfigError(f"{key}: unknown key")
-        kwargs[raw_key] = _coerce(value, hints[raw_key], key)
+        tp = hints[raw_key]
+        if cls is Config and raw_key in _STAGE_SECTIONS:
+            tp = _section_class(raw_key)
+        kwargs[raw_key] = _coerce(value, tp, key)
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -230,7 +292,7 @@ def _resolve_key(key: str) -> tuple[list[str], Any]:
             hints = typing.get_type_hints(tp)
             if part not in hints:
                 raise ConfigError(f"{'.'.join(parts[: i + 1])}: unknown key")
-            tp = hints[part]
+            tp = _section_class(part) if tp is Config and part in _STAGE_SECTIONS else hints[part]
             path.append(part)
         elif get_origin(tp) in (dict, Mapping):
             path.append(".".join(parts[i:]))

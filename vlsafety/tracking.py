@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,14 +46,21 @@ class RunRecorder:
     def run_id(self) -> str | None:
         return self.run.info.run_id if self.run is not None else None
 
+    def _client(self) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient()
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log to this recorder's run, even while a nested run is active."""
         if self.run is None:
             return
-        import mlflow
+        from mlflow.entities import Metric
 
-        clean = {k: float(v) for k, v in metrics.items() if v is not None}
-        if clean:
-            mlflow.log_metrics(clean, step=step)
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None]
+        if batch:
+            self._client().log_batch(self.run.info.run_id, metrics=batch)
 
     def log_counts(self, stage: str, rows_in: int, rows_out: int, rejected: int) -> None:
         """Per-stage counts; ``rows_in == rows_out + rejected`` is the stage's contract."""
@@ -67,23 +75,19 @@ class RunRecorder:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self.run is None:
             return
-        import mlflow
-
-        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        client = self._client()
+        for k, v in tags.items():
+            client.set_tag(self.run.info.run_id, k, str(v))
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
         if self.run is None:
             return
-        import mlflow
-
-        mlflow.log_dict(data, artifact_file)
+        self._client().log_dict(self.run.info.run_id, data, artifact_file)
 
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         if self.run is None:
             return
-        import mlflow
-
-        mlflow.log_artifact(os.fspath(path), artifact_path)
+        self._client().log_artifact(self.run.info.run_id, os.fspath(path), artifact_path)
 
     def on_table_event(self, event: TableEvent) -> None:
         """Lake listener: remember and log every Delta version read or written."""
@@ -94,8 +98,10 @@ class RunRecorder:
         self._logged.add(key)
         import mlflow
 
-        mlflow.set_tag(f"delta.{event.kind}.{event.table}", f"{event.path}@v{event.version}")
-        self._log_dataset(event)
+        self.set_tags({f"delta.{event.kind}.{event.table}": f"{event.path}@v{event.version}"})
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == self.run.info.run_id:
+            self._log_dataset(event)  # the innermost run records the dataset itself
 
     def _log_dataset(self, event: TableEvent) -> None:
         import mlflow
@@ -107,15 +113,17 @@ class RunRecorder:
             from mlflow.data.spark_dataset import from_spark
 
             df = lake.read(event.table, version=event.version, track=False)
-            dataset = from_spark(
-                df,
-                path=event.path,
-                version=str(event.version),
-                name=event.table,
-                digest=f"{event.table}@v{event.version}",
-            )
             context = "input" if event.kind == "read" else "output"
-            mlflow.log_input(dataset, context=context)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # mlflow's integer-column hint
+                dataset = from_spark(
+                    df,
+                    path=event.path,
+                    version=str(event.version),
+                    name=event.table,
+                    digest=f"{event.table}@v{event.version}",
+                )
+                mlflow.log_input(dataset, context=context)
         except Exception as exc:  # tracking must never break a job
             log.warning(
                 "could not log %s@v%s as an MLflow dataset: %s", event.table, event.version, exc

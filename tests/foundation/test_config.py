@@ -90,3 +90,30 @@ def test_int_override_roundtrip(n: int) -> None:
     key, value = parse_override(f"select.n_max={n}")
     assert (key, value) == (["select", "n_max"], n)
     assert Config().select.n_max == 4000
+
+
+def test_cluster_example_config_resolves_its_models() -> None:
+    from vlsafety.models import load_model_specs
+
+    cfg = load_config(REPO / "conf" / "cluster.example.yaml")
+    specs = load_model_specs(REPO / cfg.models.file, root=cfg.models.root)
+    used = [cfg.models.embedder, cfg.models.generator, cfg.models.verifier, cfg.models.evaluator]
+    for mid in [*used, *cfg.models.victims, *cfg.models.judges]:
+        assert mid in specs, mid
+    assert len(cfg.models.judges) >= 3
+    assert specs[cfg.models.embedder].role == "embedder"
+    assert all(specs[j].role == "guard" for j in cfg.models.judges)
+    assert cfg.select.n_max == 4000 and cfg.select.weights == [0.5, 0.3, 0.2]
+
+
+def test_stage_sections_are_validated() -> None:
+    cfg = load_config(
+        REPO / "conf" / "demo.yaml",
+        ["generate.strategies=[modality_conflict]", "preprocess.min_side=32"],
+    )
+    assert cfg.generate.strategies == ["modality_conflict"]
+    assert cfg.preprocess.min_side == 32
+    with pytest.raises(ConfigError, match="generate.strategies"):
+        load_config(REPO / "conf" / "demo.yaml", ["generate.strategies=[bogus]"])
+    with pytest.raises(ConfigError, match="preprocess.nope: unknown key"):
+        load_config(REPO / "conf" / "demo.yaml", ["preprocess.nope=1"])

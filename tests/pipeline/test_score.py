@@ -33,20 +33,32 @@ def test_scores_match_reference(spark) -> None:
                 if i % 5 == 0 and jj == 0:
                     value = float("nan")  # an unparsable judge answer: ignored, others count
                     p[jj, mm] = np.nan
-                rows.append({"candidate_id": cid, "model_id": m, "judge_id": j, "p_unsafe": None if np.isnan(value) else float(value)})
+                rows.append(
+                    {
+                        "candidate_id": cid,
+                        "model_id": m,
+                        "judge_id": j,
+                        "p_unsafe": None if np.isnan(value) else float(value),
+                    }
+                )
             elite.append({"candidate_id": cid, "model_id": VICTIMS[jj], "score": float(jj * 5)})
         probs[cid] = p
     # an extra judge and an extra model outside the panel are ignored
     rows.append({"candidate_id": "c000", "model_id": "other", "judge_id": "j0", "p_unsafe": 1.0})
     rows.append({"candidate_id": "c000", "model_id": "m0", "judge_id": "jx", "p_unsafe": 1.0})
     # c_missing: model m2 has no valid judgment → rejected; c_noemb: no embedding → rejected
-    cands += [{"candidate_id": "c_missing", "category": "bias"}, {"candidate_id": "c_noemb", "category": "bias"}]
+    cands += [
+        {"candidate_id": "c_missing", "category": "bias"},
+        {"candidate_id": "c_noemb", "category": "bias"},
+    ]
     emb.append({"candidate_id": "c_missing", "embedding": [0.0, 1.0, 0.0, 0.0]})
     for j in JUDGES:
         for m in VICTIMS:
             rows.append({"candidate_id": "c_noemb", "model_id": m, "judge_id": j, "p_unsafe": 0.2})
             if m != "m2":
-                rows.append({"candidate_id": "c_missing", "model_id": m, "judge_id": j, "p_unsafe": 0.7})
+                rows.append(
+                    {"candidate_id": "c_missing", "model_id": m, "judge_id": j, "p_unsafe": 0.7}
+                )
     schema = "candidate_id string, model_id string, judge_id string, p_unsafe double"
     scored, rejects = score_frames(
         spark.createDataFrame(pd.DataFrame(cands)),

@@ -16,7 +16,15 @@ def _data(n: int = 60) -> ReportData:
     rng = np.random.default_rng(0)
     lb = pd.DataFrame(
         [
-            {"model": m, "category": c, "n": 10, "asr": rng.random(), "sr": 0.5, "e_asr": 0.1, "elite_mean": 3.0}
+            {
+                "model": m,
+                "category": c,
+                "n": 10,
+                "asr": rng.random(),
+                "sr": 0.5,
+                "e_asr": 0.1,
+                "elite_mean": 3.0,
+            }
             for m in ("m1", "m2")
             for c in ("privacy", "bias", "overall")
         ]
@@ -26,16 +34,28 @@ def _data(n: int = 60) -> ReportData:
         subtitle="run abc",
         leaderboard=lb,
         quality={"mad": 0.1, "mean": 0.3, "gap": 0.4, "div": 0.8},
-        category_counts=pd.DataFrame({"category": ["privacy", "bias"], "benchmark": [5, 7], "pool": [50, 20]}),
-        criteria=pd.DataFrame({"c_sep": rng.random(n), "c_harm": rng.random(n), "c_div": rng.random(n)}),
+        category_counts=pd.DataFrame(
+            {"category": ["privacy", "bias"], "benchmark": [5, 7], "pool": [50, 20]}
+        ),
+        criteria=pd.DataFrame(
+            {"c_sep": rng.random(n), "c_harm": rng.random(n), "c_div": rng.random(n)}
+        ),
         embedding=rng.normal(size=(n, 16)),
         separability=rng.random(n),
         harmfulness=rng.random(n),
         stability=pd.DataFrame(
-            [{"size": s, "model": m, "asr": 0.3, "lo": 0.2, "hi": 0.4, "kendall_tau": 0.9} for s in (10, 20) for m in ("m1", "m2")]
+            [
+                {"size": s, "model": m, "asr": 0.3, "lo": 0.2, "hi": 0.4, "kendall_tau": 0.9}
+                for s in (10, 20)
+                for m in ("m1", "m2")
+            ]
         ),
         sweep=pd.DataFrame(
-            [{"weight": w, "value": v, "mad": v, "mean": 1 - v, "gap": 0.5, "div": 0.8} for w in ("alpha", "beta") for v in (0.0, 0.5, 1.0)]
+            [
+                {"weight": w, "value": v, "mad": v, "mean": 1 - v, "gap": 0.5, "div": 0.8}
+                for w in ("alpha", "beta")
+                for v in (0.0, 0.5, 1.0)
+            ]
         ),
     )
 
@@ -47,7 +67,9 @@ def test_report_has_every_section_with_embedded_pngs(tmp_path: Path) -> None:
         assert f'<section id="{sid}">' in page
     assert "class='empty'" not in page
     images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
-    assert len(images) == 5  # categories, criteria, projection, stability, sweep (the rest are tables)
+    assert (
+        len(images) == 5
+    )  # categories, criteria, projection, stability, sweep (the rest are tables)
     for b64 in images:
         img = Image.open(io.BytesIO(base64.b64decode(b64)))
         assert img.format == "PNG" and img.width > 100

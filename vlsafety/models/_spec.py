@@ -157,6 +157,8 @@ class ModelSpec:
         parse_retries: how often an unparsable judge answer is asked again.
         api_key_env: NAME of the environment variable holding the API key (never the key).
         untrained: random-weight test model; downstream stages must not trust its outputs.
+        text_only: the model takes no image (e.g. Llama-Guard-3-8B as a judge): stages
+            send it the text of a sample only.
         resources: cpus/gpus per inference task (Spark stage-level scheduling).
         options: our own per-backend knobs (validated, see ``_BACKEND_OPTIONS``).
         extra: keyword arguments passed through to the backend's constructor.
@@ -187,6 +189,7 @@ class ModelSpec:
     parse_retries: int = 2
     api_key_env: str | None = None
     untrained: bool = False
+    text_only: bool = False
     resources: Resources = field(default_factory=Resources)
     options: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -317,6 +320,7 @@ class ModelSpec:
             "guard_style": self.guard_style,
             "dtype": self.dtype,
             "untrained": self.untrained,
+            "text_only": self.text_only,
             "options": self.options,
             "extra": self.extra,
         }

@@ -32,7 +32,7 @@ __all__ = ["TINY_CLIP_ARCH", "TINY_MODELS", "make_tiny", "tiny_models_yaml"]
 TINY_CLIP_ARCH = "vlsafety-tiny-clip"
 _MARKER = ".vlsafety-tiny"
 #: Bump when the recipe below changes, so stale tiny folders are rebuilt.
-_RECIPE_VERSION = "1"
+_RECIPE_VERSION = "2"
 
 _SPECIALS = [
     "<|pad|>",
@@ -113,6 +113,7 @@ TINY_MODELS: list[dict[str, Any]] = [
         "max_tokens": 16,
         "batch_size": 8,
         "untrained": True,
+        "text_only": True,
     },
     {
         "id": "tiny-llama-guard",
@@ -122,6 +123,7 @@ TINY_MODELS: list[dict[str, Any]] = [
         "path": "guard",
         "batch_size": 8,
         "untrained": True,
+        "text_only": True,
     },
     {
         "id": "tiny-classifier",

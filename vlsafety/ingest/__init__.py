@@ -1,0 +1,91 @@
+"""Ingest: read raw sources into the content-addressed ``images`` and ``raw_pool`` tables.
+
+Sources are ``KIND:PATH`` strings (``folder``, ``manifest`` and the published layouts of
+existing safety benchmarks, see :data:`ADAPTERS`). Adapters list records on the driver;
+bytes are read, hashed and described in Spark tasks by :func:`run_ingest`. Rows that
+cannot become samples go to ``rejects`` with a reason code (:data:`INGEST_REASONS`).
+
+``vlsafety.ingest.demo_data.write_demo_data`` writes the shipped synthetic demo pool.
+"""
+
+from vlsafety.ingest._adapters import (
+    ADAPTERS,
+    FIGSTEP_PROMPT,
+    IMAGE_EXTENSIONS,
+    IMAGE_TEXT_LABEL,
+    iter_source,
+    parse_source,
+)
+from vlsafety.ingest._images import (
+    DECODE_ERRORS,
+    DEFAULT_MAX_PIXELS,
+    LOAD_ERRORS,
+    ImageHeader,
+    hamming,
+    open_image_header,
+    perceptual_hash,
+    phash_from_int64,
+    phash_to_int64,
+    pixel_limit,
+    read_image_header,
+)
+from vlsafety.ingest._options import IngestOptions
+from vlsafety.ingest._paths import PathEscapeError, is_remote, resolve_under
+from vlsafety.ingest._readers import clean_text
+from vlsafety.ingest._records import (
+    INGEST_REASONS,
+    REJECT_COLUMNS,
+    ImageRef,
+    Reject,
+    SourceRecord,
+    image_id_of,
+    reject_id_of,
+    rejects_to_arrow,
+    sample_id_of,
+)
+from vlsafety.ingest._stage import (
+    IMAGE_COLUMNS,
+    RAW_POOL_COLUMNS,
+    ingest_batch,
+    records_to_arrow,
+    run_ingest,
+)
+
+__all__ = [
+    "ADAPTERS",
+    "DECODE_ERRORS",
+    "DEFAULT_MAX_PIXELS",
+    "FIGSTEP_PROMPT",
+    "IMAGE_COLUMNS",
+    "IMAGE_EXTENSIONS",
+    "IMAGE_TEXT_LABEL",
+    "INGEST_REASONS",
+    "LOAD_ERRORS",
+    "RAW_POOL_COLUMNS",
+    "REJECT_COLUMNS",
+    "ImageHeader",
+    "ImageRef",
+    "IngestOptions",
+    "PathEscapeError",
+    "Reject",
+    "SourceRecord",
+    "clean_text",
+    "hamming",
+    "image_id_of",
+    "ingest_batch",
+    "is_remote",
+    "iter_source",
+    "open_image_header",
+    "parse_source",
+    "perceptual_hash",
+    "phash_from_int64",
+    "phash_to_int64",
+    "pixel_limit",
+    "read_image_header",
+    "records_to_arrow",
+    "reject_id_of",
+    "rejects_to_arrow",
+    "resolve_under",
+    "run_ingest",
+    "sample_id_of",
+]

@@ -1,0 +1,409 @@
+"""The ingest stage on Spark: sources → ``images`` + ``raw_pool`` (+ ``rejects``).
+
+The driver only lists records (paths, prompts, labels — cheap). Reading the bytes,
+sha256, header decoding and the perceptual hash run in Spark tasks (``mapInArrow``), so
+a 300K-image pool is never decoded on the driver. Tables are merged on their content
+keys, so a rerun adds nothing that is already there.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import urllib.request
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from vlsafety.ingest._adapters import iter_source, parse_source
+from vlsafety.ingest._images import phash_to_int64, read_image_header
+from vlsafety.ingest._options import IngestOptions
+from vlsafety.ingest._records import (
+    REJECT_COLUMNS,
+    Reject,
+    SourceRecord,
+    image_id_of,
+    reject_id_of,
+    rejects_to_arrow,
+    sample_id_of,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from vlsafety.lake import Lake
+
+__all__ = [
+    "IMAGE_COLUMNS",
+    "RAW_POOL_COLUMNS",
+    "ingest_batch",
+    "read_image_bytes",
+    "records_to_arrow",
+    "run_ingest",
+]
+
+STAGE = "ingest"
+
+_LABELS = pa.map_(pa.string(), pa.string())
+
+#: Arrow schema of the listed records the driver hands to Spark.
+RECORD_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("source_ref", pa.string()),
+        ("text", pa.string()),
+        ("text_error", pa.string()),
+        ("labels", _LABELS),
+        ("image_kind", pa.string()),
+        ("image_uri", pa.string()),
+        ("image_data", pa.binary()),
+        ("image_column", pa.string()),
+        ("image_row", pa.int64()),
+    ]
+)
+
+#: Output of the per-record task: a sample (status "ok") or a reject, plus the image.
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("status", pa.string()),
+        ("reject_id", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("sample_id", pa.string()),
+        ("image_id", pa.string()),
+        ("text", pa.string()),
+        ("text_error", pa.string()),
+        ("source", pa.string()),
+        ("source_ref", pa.string()),
+        ("labels", _LABELS),
+        ("bytes", pa.binary()),
+        ("size_bytes", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("format", pa.string()),
+        ("mode", pa.string()),
+        ("n_frames", pa.int32()),
+        ("exif_orientation", pa.int32()),
+        ("phash", pa.int64()),
+        ("phash_hex", pa.string()),
+        ("decode_error", pa.string()),
+    ]
+)
+
+_OUTPUT_DDL = (
+    "status string, reject_id string, reason string, detail string, sample_id string, "
+    "image_id string, text string, text_error string, source string, source_ref string, "
+    "labels map<string,string>, bytes binary, size_bytes bigint, width int, height int, "
+    "format string, mode string, n_frames int, exif_orientation int, phash bigint, "
+    "phash_hex string, decode_error string"
+)
+
+#: Columns of the content-addressed ``images`` table (key: image_id).
+IMAGE_COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "bytes",
+    "size_bytes",
+    "width",
+    "height",
+    "format",
+    "mode",
+    "n_frames",
+    "exif_orientation",
+    "phash",
+    "phash_hex",
+    "decode_error",
+)
+
+#: Columns of ``raw_pool`` (key: sample_id).
+RAW_POOL_COLUMNS: tuple[str, ...] = (
+    "sample_id",
+    "image_id",
+    "text",
+    "text_error",
+    "source",
+    "source_ref",
+    "labels",
+)
+
+
+def records_to_arrow(records: Sequence[SourceRecord]) -> pa.Table:
+    """Listed records as an Arrow table (:data:`RECORD_SCHEMA`)."""
+    cols: dict[str, list[Any]] = {f.name: [] for f in RECORD_SCHEMA}
+    for r in records:
+        img = r.image
+        cols["source"].append(r.source)
+        cols["source_ref"].append(r.source_ref)
+        cols["text"].append(r.text)
+        cols["text_error"].append(r.text_error)
+        cols["labels"].append(list(r.labels.items()))
+        cols["image_kind"].append(img.kind if img else None)
+        cols["image_uri"].append(img.uri if img else None)
+        cols["image_data"].append(img.data if img else None)
+        cols["image_column"].append(img.column if img else None)
+        cols["image_row"].append(img.row if img else None)
+    return pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in RECORD_SCHEMA})
+
+
+class _ParquetRows:
+    """Reads single cells of parquet files by row index, caching the last row group
+    (records of one file arrive in row order, so each row group is read once)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, Any] = {}
+        self._cached: tuple[str, str, int, list[Any]] | None = None
+
+    def get(self, uri: str, column: str, row: int) -> Any:
+        import pyarrow.parquet as pq
+
+        pf = self._files.get(uri)
+        if pf is None:
+            pf = self._files[uri] = pq.ParquetFile(uri)
+        start = 0
+        for rg in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(rg).num_rows
+            if row < start + n:
+                if self._cached is None or self._cached[:3] != (uri, column, rg):
+                    values = pf.read_row_group(rg, columns=[column]).column(0).to_pylist()
+                    self._cached = (uri, column, rg, values)
+                return self._cached[3][row - start]
+            start += n
+        raise IndexError(f"row {row} is past the end of {uri}")
+
+
+def _fetch(url: str, options: IngestOptions) -> bytes:
+    """Fetch an allowed remote image (http/https via urllib, s3 via pyarrow.fs)."""
+    limit = options.max_fetch_bytes
+    if url.lower().startswith("s3://"):
+        from pyarrow import fs
+
+        filesystem, path = fs.FileSystem.from_uri(url)
+        with filesystem.open_input_stream(path) as stream:
+            data = stream.read(limit + 1)
+    else:
+        req = urllib.request.Request(url, headers={"User-Agent": "vlsafety-ingest"})
+        # the scheme is http(s): is_remote() admitted only those (and s3, handled above)
+        with urllib.request.urlopen(req, timeout=options.fetch_timeout_s) as resp:
+            data = resp.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than max_fetch_bytes={limit}")
+    return bytes(data)
+
+
+def read_image_bytes(
+    kind: str,
+    uri: str | None,
+    data: bytes | None,
+    column: str | None,
+    row: int | None,
+    options: IngestOptions,
+    parquet: _ParquetRows | None = None,
+) -> bytes | tuple[str, str]:
+    """The image bytes of one reference, or (reason, detail) when they cannot be read."""
+    import os
+
+    if kind == "inline":
+        return data or b""
+    if kind == "file":
+        assert uri is not None
+        try:
+            size = os.stat(uri).st_size
+            if size > options.max_file_bytes:
+                return "file_too_large", f"{uri}: {size} bytes > {options.max_file_bytes}"
+            with open(uri, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return "missing_file", f"{uri} disappeared before it was read"
+        except OSError as exc:
+            return "unreadable_file", f"{uri}: {exc}"
+    if kind == "parquet":
+        assert uri is not None and column is not None and row is not None
+        try:
+            value = (parquet or _ParquetRows()).get(uri, column, row)
+        except (OSError, IndexError, pa.ArrowException) as exc:
+            return "unreadable_file", f"{uri} row {row}: {exc}"
+        if isinstance(value, dict):
+            value = value.get("bytes")
+        if not value:
+            return "missing_file", f"{uri} row {row}: the embedded image is empty"
+        if len(value) > options.max_file_bytes:
+            return "file_too_large", f"{uri} row {row}: {len(value)} bytes"
+        return bytes(value)
+    if kind == "url":
+        assert uri is not None
+        if not options.allow_remote:
+            return "remote_not_allowed", f"{uri} is remote; set allow_remote to fetch it"
+        try:
+            return _fetch(uri, options)
+        except Exception as exc:  # network errors come in many types
+            return "fetch_failed", f"{uri}: {type(exc).__name__}: {exc}"
+    raise ValueError(f"unknown image reference kind {kind!r}")
+
+
+def ingest_batch(
+    batch: pa.RecordBatch, options: IngestOptions, parquet: _ParquetRows | None = None
+) -> pa.RecordBatch:
+    """Read, hash and describe the images of one batch of listed records."""
+    out: dict[str, list[Any]] = {f.name: [] for f in OUTPUT_SCHEMA}
+    parquet = parquet or _ParquetRows()
+    none_image = dict.fromkeys(IMAGE_COLUMNS)
+
+    def emit(**values: Any) -> None:
+        for name in out:
+            out[name].append(values.get(name))
+
+    for rec in batch.to_pylist():
+        base = {
+            "text": rec["text"],
+            "text_error": rec["text_error"],
+            "source": rec["source"],
+            "source_ref": rec["source_ref"],
+            "labels": rec["labels"],
+        }
+        if rec["image_kind"] is None:
+            sid = sample_id_of(None, rec["text"], rec["source"], rec["source_ref"])
+            emit(status="ok", sample_id=sid, **base, **none_image)
+            continue
+        got = read_image_bytes(
+            rec["image_kind"],
+            rec["image_uri"],
+            rec["image_data"],
+            rec["image_column"],
+            rec["image_row"],
+            options,
+            parquet,
+        )
+        if isinstance(got, tuple):
+            rid = reject_id_of(STAGE, got[0], rec["source"], rec["source_ref"], None)
+            emit(status="reject", reject_id=rid, reason=got[0], detail=got[1], **base)
+            continue
+        image_id = image_id_of(got)
+        header = read_image_header(got, max_pixels=options.max_pixels)
+        sid = sample_id_of(image_id, rec["text"], rec["source"], rec["source_ref"])
+        emit(
+            status="ok",
+            sample_id=sid,
+            image_id=image_id,
+            bytes=got,
+            size_bytes=len(got),
+            width=header.width,
+            height=header.height,
+            format=header.format,
+            mode=header.mode,
+            n_frames=header.n_frames,
+            exif_orientation=header.exif_orientation,
+            phash=None if header.phash is None else phash_to_int64(header.phash),
+            phash_hex=None if header.phash is None else f"{header.phash:016x}",
+            decode_error=header.decode_error,
+            **base,
+        )
+    return pa.RecordBatch.from_pydict(
+        {f.name: pa.array(out[f.name], type=f.type) for f in OUTPUT_SCHEMA}
+    )
+
+
+def _ingest_partition(
+    batches: Iterator[pa.RecordBatch], options: IngestOptions
+) -> Iterator[pa.RecordBatch]:
+    parquet = _ParquetRows()
+    for batch in batches:
+        if batch.num_rows:
+            yield ingest_batch(batch, options, parquet)
+
+
+def _rejects_df(spark: SparkSession, rejects: list[Reject]) -> DataFrame:
+    return spark.createDataFrame(rejects_to_arrow(rejects))
+
+
+def run_ingest(
+    spark: SparkSession,
+    lake: Lake,
+    sources: Sequence[str],
+    options: IngestOptions | None = None,
+) -> dict[str, int]:
+    """Ingest ``sources`` (``KIND:PATH`` strings) into the lake.
+
+    Writes ``images`` (merge on image_id), ``raw_pool`` (merge on sample_id) and
+    ``rejects`` (merge on reject_id). Returns counts: ``listed`` = ``samples`` +
+    ``rejected`` (checked), ``rejected.<reason>`` per reason, ``images`` (distinct
+    images read), and the table versions written.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    options = options or IngestOptions()
+    if not sources:
+        raise ValueError("run_ingest: no sources given")
+    seen: dict[tuple[str, str], str] = {}
+    for spec in sources:
+        kind, path = parse_source(spec)
+        key = (kind, str(path.resolve()))
+        if key in seen:
+            raise ValueError(f"source {spec!r} is listed twice (also as {seen[key]!r})")
+        seen[key] = spec
+
+    records: list[SourceRecord] = []
+    driver_rejects: list[Reject] = []
+    for spec in sources:
+        for item in iter_source(spec, options):
+            if isinstance(item, Reject):
+                driver_rejects.append(item)
+            else:
+                records.append(item)
+    listed = len(records) + len(driver_rejects)
+
+    counts: dict[str, int] = {"listed": listed, "samples": 0, "rejected": 0, "images": 0}
+    reasons: dict[str, int] = {}
+    for r in driver_rejects:
+        reasons[r.reason] = reasons.get(r.reason, 0) + 1
+
+    reject_frames: list[DataFrame] = []
+    if driver_rejects:
+        reject_frames.append(_rejects_df(spark, driver_rejects))
+    out = None
+    if records:
+        table = records_to_arrow(records)
+        parts = options.partitions or max(
+            1, math.ceil(len(records) / options.records_per_partition)
+        )
+        df = spark.createDataFrame(table).repartition(parts)
+        out = df.mapInArrow(
+            functools.partial(_ingest_partition, options=options), _OUTPUT_DDL
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        for row in out.groupBy("status", "reason").count().collect():
+            if row["status"] == "ok":
+                counts["samples"] += int(row["count"])
+            else:
+                reasons[row["reason"]] = reasons.get(row["reason"], 0) + int(row["count"])
+        ok = out.filter(F.col("status") == "ok")
+        images = ok.filter(F.col("image_id").isNotNull()).select(*IMAGE_COLUMNS)
+        counts["images"] = images.select("image_id").distinct().count()
+        task_rejects = (
+            out.filter(F.col("status") == "reject")
+            .withColumn("stage", F.lit(STAGE))
+            .withColumn("sample_id", F.lit(None).cast("string"))
+            .select(*REJECT_COLUMNS)
+        )
+        reject_frames.append(task_rejects)
+        if counts["images"]:
+            counts["images_version"] = lake.write(images, "images", "merge", keys=["image_id"])
+        if counts["samples"]:
+            counts["raw_pool_version"] = lake.write(
+                ok.select(*RAW_POOL_COLUMNS), "raw_pool", "merge", keys=["sample_id"]
+            )
+    counts["rejected"] = sum(reasons.values())
+    for reason, n in sorted(reasons.items()):
+        counts[f"rejected.{reason}"] = n
+    if counts["rejected"]:
+        rejects = reject_frames[0]
+        for frame in reject_frames[1:]:
+            rejects = rejects.unionByName(frame)
+        counts["rejects_version"] = lake.write(rejects, "rejects", "merge", keys=["reject_id"])
+    if out is not None:
+        out.unpersist()
+    if counts["listed"] != counts["samples"] + counts["rejected"]:
+        raise RuntimeError(
+            f"ingest counts do not balance: listed {counts['listed']} != samples "
+            f"{counts['samples']} + rejected {counts['rejected']}"
+        )
+    return counts

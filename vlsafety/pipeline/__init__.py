@@ -1,0 +1,28 @@
+"""The jobs a safety team runs: build, update, evaluate, export, report."""
+
+from vlsafety.pipeline._build import BUILD_STAGES, BuildResult, Models, build, load_models
+from vlsafety.pipeline._evaluate import LEADERBOARD_KEYS, evaluate, leaderboard_frame
+from vlsafety.pipeline._export import export_benchmark
+from vlsafety.pipeline._report import report_data, resolve_ref, write_report
+from vlsafety.pipeline._runner import CountsMismatchError, StageResult, run_stage
+from vlsafety.pipeline._update import BENCHMARK_COLUMNS, update
+
+__all__ = [
+    "BENCHMARK_COLUMNS",
+    "BUILD_STAGES",
+    "LEADERBOARD_KEYS",
+    "BuildResult",
+    "CountsMismatchError",
+    "Models",
+    "StageResult",
+    "build",
+    "evaluate",
+    "export_benchmark",
+    "leaderboard_frame",
+    "load_models",
+    "report_data",
+    "resolve_ref",
+    "run_stage",
+    "update",
+    "write_report",
+]

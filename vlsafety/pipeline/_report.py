@@ -1,0 +1,196 @@
+"""Gathers a report's data from the lake and MLflow (``vlsafety report``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vlsafety.config import Config
+from vlsafety.lake import Lake, parse_table_ref
+from vlsafety.report import ReportData, render_report
+from vlsafety.tracking import track
+
+__all__ = ["report_data", "resolve_ref", "write_report"]
+
+log = logging.getLogger("vlsafety")
+
+
+def resolve_ref(cfg: Config, lake: Lake, ref: str) -> tuple[str, int, str | None]:
+    """``TABLE[@VERSION]`` or an MLflow run id → (table, version, run id)."""
+    if "@" in ref or (_is_name(ref) and lake.exists(ref)):
+        table, version = parse_table_ref(ref)
+        version = lake.version(table) if version is None else version
+        run_id = next((h["run_id"] for h in lake.history(table) if h["version"] == version), None)
+        return table, version, run_id
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    try:
+        run = client.get_run(ref)
+    except Exception as exc:
+        raise ValueError(f"{ref!r} is neither a table reference nor an MLflow run id") from exc
+    table = cfg.build.benchmark_table
+    tag = run.data.tags.get(f"delta.write.{table}")
+    if tag is None:
+        raise ValueError(f"run {ref} wrote no {table!r} version (tags: delta.write.*)")
+    return table, int(tag.rsplit("@v", 1)[1]), ref
+
+
+def _is_name(ref: str) -> bool:
+    try:
+        parse_table_ref(ref)
+    except ValueError:
+        return False
+    return True
+
+
+def _harmful(bench: pd.DataFrame) -> np.ndarray | None:
+    if "harmful" not in bench.columns or bench["harmful"].isna().any() or bench.empty:
+        return None
+    return np.asarray([list(v) for v in bench["harmful"]], dtype=float)
+
+
+def report_data(
+    cfg: Config, lake: Lake, table: str, version: int, run_id: str | None
+) -> ReportData:
+    """Collect every section's data for ``table@version`` (sections with no data say why)."""
+    from vlsafety.metrics import benchmark_quality, stability
+    from vlsafety.selection import separability, weight_sweep
+    from vlsafety.taxonomy import load_taxonomy
+
+    bench = lake.read_arrow(table, version=version).to_pandas()
+    data = ReportData(
+        title=f"{table}@{version}", subtitle=f"{len(bench)} samples · MLflow run {run_id or '-'}"
+    )
+    # leaderboard and quality
+    if lake.exists("leaderboard"):
+        lb = lake.read_arrow("leaderboard").to_pandas()
+        lb = lb[(lb["benchmark"] == table) & (lb["benchmark_version"] == version)]
+        if not lb.empty:
+            lb = lb.sort_values("evaluated_at").drop_duplicates(
+                ["model_id", "category"], keep="last"
+            )
+            data.leaderboard = lb.rename(columns={"model_id": "model"})
+            overall = data.leaderboard[data.leaderboard["category"] == "overall"]
+            if len(overall) >= 1:
+                data.quality = {
+                    f"{k} (evaluated models)": v
+                    for k, v in benchmark_quality(
+                        dict(zip(overall["model"], overall["asr"], strict=True))
+                    ).items()
+                }
+    if data.leaderboard is None:
+        data.notes["leaderboard"] = (
+            f"no evaluation of {table}@{version} yet: run `vlsafety evaluate`"
+        )
+    flags = _harmful(bench)
+    if flags is not None and flags.shape[1] >= 1:
+        data.quality.update(
+            {
+                f"{k} (selection panel)": v
+                for k, v in benchmark_quality(flags.mean(axis=0).tolist()).items()
+            }
+        )
+    if "c_div" in bench.columns and bench["c_div"].notna().any():
+        data.quality["div"] = float(bench["c_div"].mean())
+    # categories: benchmark vs pool
+    pool_name = "pool" if lake.exists("pool") else "scored" if lake.exists("scored") else None
+    if "category" in bench.columns and pool_name:
+        pool_cats = (
+            lake.read_arrow(pool_name, columns=["category"]).to_pandas()["category"].value_counts()
+        )
+        bench_cats = bench["category"].value_counts()
+        cats = sorted(set(pool_cats.index) | set(bench_cats.index))
+        data.category_counts = pd.DataFrame(
+            {
+                "category": cats,
+                "benchmark": [int(bench_cats.get(c, 0)) for c in cats],
+                "pool": [int(pool_cats.get(c, 0)) for c in cats],
+            }
+        )
+    # criteria and projection
+    crit = [c for c in ("c_sep", "c_harm", "c_div") if c in bench.columns]
+    if crit:
+        data.criteria = bench[crit]
+    if "embedding" in bench.columns and bench["embedding"].notna().all() and len(bench) >= 3:
+        data.embedding = np.asarray([list(v) for v in bench["embedding"]], dtype=float)
+        if "c_sep" in bench.columns:
+            data.separability = bench["c_sep"].to_numpy(dtype=float)
+        elif "p_h" in bench.columns:
+            data.separability = separability(bench["p_h"].to_numpy(dtype=float))
+        if "c_harm" in bench.columns or "harm" in bench.columns:
+            data.harmfulness = bench["c_harm" if "c_harm" in bench.columns else "harm"].to_numpy(
+                dtype=float
+            )
+    else:
+        data.notes["projection"] = "the benchmark has no embeddings"
+    # stability (Fig. 7) over the panel's harmful flags
+    if flags is not None and flags.shape[1] >= 2 and len(set(flags.mean(axis=0).tolist())) > 1:
+        n = flags.shape[0]
+        sizes = sorted({max(1, int(n * f)) for f in (0.1, 0.25, 0.5, 0.75, 1.0)})
+        st = stability(
+            flags, sizes, n_boot=200, seed=cfg.seed, model_ids=_victims(cfg, flags.shape[1])
+        )
+        rows = []
+        for i, size in enumerate(st.sizes.tolist()):
+            for j, model in enumerate(st.model_ids):
+                rows.append(
+                    {
+                        "size": size,
+                        "model": model,
+                        "asr": float(st.asr_mean[i, j]),
+                        "lo": float(st.asr_ci_low[i, j]),
+                        "hi": float(st.asr_ci_high[i, j]),
+                        "kendall_tau": float(st.tau_mean[i]),
+                    }
+                )
+        data.stability = pd.DataFrame(rows)
+    else:
+        data.notes["stability"] = "needs per-model harmful flags of ≥ 2 models with different ASRs"
+    # weight sweep (Fig. 6) over the scored pool
+    if lake.exists("scored"):
+        scored = lake.read_arrow("scored").to_pandas()
+        names = load_taxonomy(cfg.select.taxonomy).names
+        scored = scored[scored["category"].isin(names)]
+        pool_flags = _harmful(scored)
+        if pool_flags is not None and len(scored) >= 2:
+            sweep = weight_sweep(
+                separability(scored["p_h"].to_numpy(dtype=float)),
+                scored["harm"].to_numpy(dtype=float),
+                np.asarray([names.index(c) for c in scored["category"]], dtype=np.int64),
+                np.asarray([list(v) for v in scored["embedding"]], dtype=float),
+                pool_flags,
+                n_categories=len(names),
+                n_max=min(len(bench) or 1, len(scored)),
+            )
+            data.sweep = pd.DataFrame(sweep).rename(columns={"varied": "weight"})
+    if data.sweep is None:
+        data.notes["sweep"] = "needs a scored pool (run `vlsafety build`)"
+    return data
+
+
+def _victims(cfg: Config, n: int) -> list[str]:
+    names = list(cfg.models.victims)
+    return names if len(names) == n else [f"model_{i}" for i in range(n)]
+
+
+def write_report(cfg: Config, lake: Lake, ref: str, out: str | Path) -> Path:
+    """Render the report of ``ref`` to ``out`` and log it to MLflow (also to ``ref``'s run)."""
+    table, version, run_id = resolve_ref(cfg, lake, ref)
+    with track(cfg, f"vlsafety report {ref}", lake=lake, run_name="report") as rec:
+        data = report_data(cfg, lake, table, version, run_id)
+        path = render_report(data, out)
+        rec.log_artifact(path, "report")
+        if run_id and cfg.tracking.enabled:
+            try:
+                from mlflow.tracking import MlflowClient
+
+                MlflowClient(tracking_uri=cfg.tracking.uri).log_artifact(
+                    run_id, str(path), "report"
+                )
+            except Exception as exc:  # the source run may live in another tracking server
+                log.warning("could not attach the report to run %s: %s", run_id, exc)
+    return path
