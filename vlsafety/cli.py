@@ -205,69 +205,41 @@ def _cmd_models(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-@command("ingest")
-def _cmd_ingest(args: argparse.Namespace, cfg: Config) -> int:
-    from vlsafety.ingest import run_ingest
-    from vlsafety.tracking import track
+def _run_one_stage(name: str, args: argparse.Namespace, cfg: Config) -> int:
+    """One build stage as its own command: the same code, counts and MLflow records."""
+    from vlsafety.pipeline import build
 
     lake = _ctx(cfg)
-    sources = list(args.source or cfg.build.sources)
-    if not sources:
+    result = build(cfg, lake, stages=(name,), command=f"vlsafety {name}")
+    stage = result.stages[0]
+    _print_counts(args, stage.as_dict(), name)
+    return 0
+
+
+@command("ingest")
+def _cmd_ingest(args: argparse.Namespace, cfg: Config) -> int:
+    import dataclasses
+
+    if args.source:
+        cfg = dataclasses.replace(
+            cfg, build=dataclasses.replace(cfg.build, sources=list(args.source))
+        )
+    if not cfg.build.sources:
         raise UsageError(
             "ingest: give at least one --source KIND:PATH (or build.sources in the config)"
         )
-    with track(cfg, "vlsafety ingest " + " ".join(sources), lake=lake) as rec:
-        counts = run_ingest(lake.spark, lake, sources, cfg.ingest)
-        rec.log_metrics({k: v for k, v in counts.items() if isinstance(v, int | float)})
-    _print_counts(args, counts, "ingest")
-    return 0
+    return _run_one_stage("ingest", args, cfg)
 
 
-@command("preprocess")
-def _cmd_preprocess(args: argparse.Namespace, cfg: Config) -> int:
-    from vlsafety.pipeline import load_models
-    from vlsafety.preprocess import run_preprocess
-    from vlsafety.tracking import track
+def _stage_command(name: str) -> Handler:
+    def handler(args: argparse.Namespace, cfg: Config) -> int:
+        return _run_one_stage(name, args, cfg)
 
-    lake = _ctx(cfg)
-    models = load_models(cfg)
-    with track(cfg, "vlsafety preprocess", lake=lake) as rec:
-        counts = run_preprocess(
-            lake.spark, lake, cfg.preprocess, embedder=models.embedder, verifier=models.verifier
-        )
-        rec.log_metrics({k: float(v) for k, v in counts.items() if isinstance(v, int | float)})
-    _print_counts(args, counts, "preprocess")
-    return 0
+    return handler
 
 
-@command("generate")
-def _cmd_generate(args: argparse.Namespace, cfg: Config) -> int:
-    from vlsafety.generate import run_generate
-    from vlsafety.pipeline import load_models
-    from vlsafety.tracking import track
-
-    lake = _ctx(cfg)
-    models = load_models(cfg)
-    with track(cfg, "vlsafety generate", lake=lake) as rec:
-        counts = run_generate(lake.spark, lake, cfg.generate, models.generator)
-        rec.log_metrics({k: v for k, v in counts.items() if isinstance(v, int | float)})
-    _print_counts(args, counts, "generate")
-    return 0
-
-
-@command("augment")
-def _cmd_augment(args: argparse.Namespace, cfg: Config) -> int:
-    from vlsafety.augment import run_augment
-    from vlsafety.pipeline import load_models
-    from vlsafety.tracking import track
-
-    lake = _ctx(cfg)
-    models = load_models(cfg)
-    with track(cfg, "vlsafety augment", lake=lake) as rec:
-        counts = run_augment(lake.spark, lake, cfg.augment, models.generator)
-        rec.log_metrics({k: v for k, v in counts.items() if isinstance(v, int | float)})
-    _print_counts(args, counts, "augment")
-    return 0
+for _stage in ("preprocess", "generate", "augment"):
+    command(_stage)(_stage_command(_stage))
 
 
 def _parse_weights(text: str | None, default: list[float]) -> list[float]:

@@ -260,3 +260,18 @@ def test_notebooks_run_as_scripts(
     monkeypatch.setenv("VLSAFETY_REPORT", str(tmp_path / "nb.html"))
     monkeypatch.chdir(REPO)
     runpy.run_path(str(notebook), run_name="__main__")
+
+
+def test_single_stage_commands_reuse_the_build_stages(
+    e2e: E2E, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw_version = e2e.lake.version("raw_pool")
+    assert main(e2e.cli("ingest", "--json")) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["stage"] == "ingest"
+    assert counts["rows_in"] == counts["rows_out"] + counts["rejected"]
+    assert counts["rejected"] > 0
+    assert e2e.lake.read_arrow("raw_pool").num_rows == counts["rows_out"]  # merge: no duplicates
+    assert e2e.lake.version("raw_pool") >= raw_version
+    assert main(e2e.cli("--set", "build.sources=[]", "ingest")) == 2
+    assert "give at least one --source" in capsys.readouterr().err
