@@ -197,7 +197,9 @@ def track(
         if lake is not None:
             lake.add_listener(recorder.on_table_event)
         try:
-            with commit_context(run_id=run.info.run_id, command=command):
+            # a nested stage keeps the job's command on its commits and adds its own name
+            context = {"stage": command} if nested else {"command": command}
+            with commit_context(run_id=run.info.run_id, **context):
                 yield recorder
         finally:
             if lake is not None:

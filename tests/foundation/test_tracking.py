@@ -62,6 +62,8 @@ def test_run_records_config_tables_and_links_back(spark, tmp_path: Path) -> None
     )
     assert len(children) == 1
     assert hist[0]["run_id"] == children[0].info.run_id
+    assert hist[0]["command"] == "vlsafety test --x"  # the job's command, on a stage's commit
+    assert hist[0]["metadata"]["stage"] == "stage-a"
     assert mlflow.active_run() is None
 
 
