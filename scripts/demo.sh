@@ -5,10 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 V=.venv/bin/vlsafety
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false HF_HUB_DISABLE_PROGRESS_BARS=1
 
 $V models make-tiny .cache/tiny-models
-[ -f .cache/demo-data/manifest.jsonl ] || $V demo-data .cache/demo-data --n 150
+[ -f .cache/demo-data/manifest.jsonl ] || $V demo-data .cache/demo-data --n 300
 
 # the n-th run (n = versions so far) augments with seed n: a refreshed candidate pool
 RUN=$($V history benchmark --json 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0)

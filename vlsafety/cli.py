@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -153,18 +154,48 @@ def _cmd_diff(args: argparse.Namespace, cfg: Config) -> int:
     lake = _lake(cfg, spark=True)
     keys = args.key.split(",") if args.key else None
     result = diff_versions(lake, a_name, a_ver, b_name, b_ver, keys=keys, limit=args.limit)
+    _emit(args, result, "\n".join(_diff_lines(result)))
+    return 0
+
+
+#: Columns worth showing for an added/removed row, when the table has them.
+_DIFF_SUMMARY_COLUMNS = ("category", "strategy", "origin", "model_id", "score")
+
+
+def _short(v: Any, width: int = 40) -> str:
+    text = f"{v:.4g}" if isinstance(v, float) else str(v)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _diff_lines(result: dict[str, Any]) -> list[str]:
+    keys = result["keys"]
     lines = [
-        f"{result['old']} -> {result['new']}  (keys: {', '.join(result['keys'])})",
+        f"{result['old']} -> {result['new']}  (keys: {', '.join(keys) or 'whole rows'})",
         f"  added:   {result['added']}",
         f"  removed: {result['removed']}",
         f"  changed: {result['changed']}",
     ]
-    for kind in ("added", "removed", "changed"):
+    if result.get("changed_columns"):
+        shown = ", ".join(f"{c} ({n})" for c, n in list(result["changed_columns"].items())[:8])
+        lines.append(f"  changed columns: {shown}")
+
+    def ident(row: dict[str, Any]) -> str:
+        return " ".join(f"{k}={_short(row.get(k), 16)}" for k in keys)
+
+    for kind, sign in (("added", "+"), ("removed", "-")):
         for row in result["examples"][kind]:
-            sign = {"added": "+", "removed": "-", "changed": "~"}[kind]
-            lines.append(f"  {sign} {json.dumps(row, default=str)[:200]}")
-    _emit(args, result, "\n".join(lines))
-    return 0
+            cols = [c for c in _DIFF_SUMMARY_COLUMNS if c in row] or [
+                c for c, v in row.items() if c not in keys and not isinstance(v, dict | list)
+            ][:4]
+            extra = " ".join(f"{c}={_short(row[c])}" for c in cols)
+            lines.append(f"  {sign} {ident(row) or _short(row, 100)}  {extra}".rstrip())
+    for row in result["examples"]["changed"]:
+        changes = ", ".join(
+            f"{c}: {_short(old, 24)} -> {_short(new, 24)}"
+            for c, (old, new) in list(row["changes"].items())[:4]
+        )
+        lines.append(f"  ~ {ident(row)}  {changes}")
+    return lines
 
 
 # ---------------------------------------------------------------- pipeline jobs
@@ -205,12 +236,17 @@ def _cmd_models(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed (recorded on MLflow runs and Delta commits)."""
+    return "vlsafety " + shlex.join(getattr(args, "argv", None) or [args.command])
+
+
 def _run_one_stage(name: str, args: argparse.Namespace, cfg: Config) -> int:
     """One build stage as its own command: the same code, counts and MLflow records."""
     from vlsafety.pipeline import build
 
     lake = _ctx(cfg)
-    result = build(cfg, lake, stages=(name,), command=f"vlsafety {name}")
+    result = build(cfg, lake, stages=(name,), command=_command_line(args))
     stage = result.stages[0]
     _print_counts(args, stage.as_dict(), name)
     return 0
@@ -328,7 +364,7 @@ def _cmd_build(args: argparse.Namespace, cfg: Config) -> int:
 
     stages = tuple(args.stages.split(",")) if args.stages else BUILD_STAGES
     lake = _ctx(cfg)
-    result = build(cfg, lake, stages=stages, command="vlsafety build " + " ".join(sys.argv[2:]))
+    result = build(cfg, lake, stages=stages, command=_command_line(args))
     if args.json:
         print(json.dumps(result.as_dict(), indent=2, default=str))
     else:
@@ -347,7 +383,16 @@ def _cmd_update(args: argparse.Namespace, cfg: Config) -> int:
 
     name, version = parse_table_ref(args.benchmark)
     lake = _ctx(cfg)
-    summary = update(cfg, lake, name, version, replace=args.replace, out=args.out, where=args.where)
+    summary = update(
+        cfg,
+        lake,
+        name,
+        version,
+        replace=args.replace,
+        out=args.out,
+        where=args.where,
+        command=_command_line(args),
+    )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -369,7 +414,7 @@ def _cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
     name, version = parse_table_ref(args.benchmark)
     models = [m for m in (args.models or "").split(",") if m] or list(cfg.models.victims)
     lake = _ctx(cfg)
-    result = evaluate(cfg, lake, name, version, models)
+    result = evaluate(cfg, lake, name, version, models, command=_command_line(args))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -525,6 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(message)s",

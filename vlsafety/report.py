@@ -150,7 +150,9 @@ def _projection(data: ReportData) -> str:
     panels = [(name, v) for name, v in panels if v is not None]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 4))
     for ax, (name, values) in zip(np.atleast_1d(axes), panels or [("samples", None)], strict=True):
-        sc = ax.scatter(xy[:, 0], xy[:, 1], c=values, cmap="Blues", s=10, vmin=0, vmax=1)
+        sc = ax.scatter(
+            xy[:, 0], xy[:, 1], c=values, cmap="viridis", s=12, vmin=0, vmax=1, edgecolors="none"
+        )
         ax.set_title(f"2-D projection colored by {name}")
         ax.set_xticks([])
         ax.set_yticks([])

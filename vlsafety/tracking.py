@@ -62,13 +62,16 @@ class RunRecorder:
         if batch:
             self._client().log_batch(self.run.info.run_id, metrics=batch)
 
-    def log_counts(self, stage: str, rows_in: int, rows_out: int, rejected: int) -> None:
-        """Per-stage counts; ``rows_in == rows_out + rejected`` is the stage's contract."""
+    def log_counts(
+        self, stage: str, rows_in: int, rows_out: int, rejected: int, filtered: int = 0
+    ) -> None:
+        """Per-stage counts; ``rows_in == rows_out + rejected + filtered`` is the contract."""
         self.log_metrics(
             {
                 f"{stage}.rows_in": rows_in,
                 f"{stage}.rows_out": rows_out,
                 f"{stage}.rejected": rejected,
+                f"{stage}.filtered": filtered,
             }
         )
 

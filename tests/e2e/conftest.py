@@ -48,9 +48,8 @@ def e2e_overrides(root: Path, models_dir: Path) -> list[str]:
 def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vlsafety.models.tiny import make_tiny
 
-    d = tmp_path_factory.mktemp("tiny-models")
-    make_tiny(d)
-    return d
+    # the session's shared folder (tests/models etc. use it too): built once per session
+    return make_tiny(tmp_path_factory.getbasetemp() / "tiny-models").parent
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,13 @@ def test_diff_by_key(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert d["keys"] == ["id"]
     assert [r["id"] for r in d["examples"]["added"]] == ["d"]
     assert sorted(r["id"] for r in d["examples"]["removed"]) == ["a", "b"]
-    assert d["examples"]["changed"][0]["v"] == 30
+    assert d["examples"]["changed"] == [{"id": "c", "changes": {"v": [3, 30]}}]
+    assert d["changed_columns"] == {"v": 1}  # img of "c" is the same in both versions
+    rc, out, _ = _run(capsys, "--lake", str(filled), "diff", "bench@0", "bench@1")
+    assert rc == 0
+    assert "changed columns: v (1)" in out
+    assert "~ id=c  v: 3 -> 30" in out
+    assert "+ id=d  v=4" in out
 
 
 @pytest.mark.parametrize(

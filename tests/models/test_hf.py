@@ -68,10 +68,11 @@ def test_generate_with_logprobs(models: dict[str, ChatModel], mid: str) -> None:
 
 def test_sampling_is_seeded(models: dict[str, ChatModel]) -> None:
     model = models["tiny-llama"]
-    hot = [req("hello", temperature=1.5, seed=11, max_tokens=8)]
+    # hot enough that the taught answer (see tiny.REFUSAL_TRIGGERS) no longer dominates
+    hot = [req("hello", temperature=20.0, seed=11, max_tokens=8)]
     first, again = model.generate(hot)[0].text, model.generate(hot)[0].text
     assert first == again
-    other = [req("hello", temperature=1.5, seed=12, max_tokens=8)]
+    other = [req("hello", temperature=20.0, seed=12, max_tokens=8)]
     greedy = [req("hello", max_tokens=8)]
     assert {model.generate(other)[0].text, model.generate(greedy)[0].text, first} != {first}
 

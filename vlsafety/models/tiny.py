@@ -14,12 +14,20 @@
 All share one byte-level BPE tokenizer trained here with the ``tokenizers`` library. The
 models load through the same ``from_pretrained`` / ``create_model_and_transforms`` code
 as real weights; their outputs are meaningless, so every spec says ``untrained: true``.
+
+The three chat models (the demo's victim panel) get one more step: a few seconds of
+training so that each answers a fixed refusal when the question holds one of *its* trigger
+words (:data:`REFUSAL_TRIGGERS`) and a fixed compliance otherwise. Their words are nonsense
+otherwise, but the panel now disagrees the way real victims do: some samples are refused by
+one model and answered by another, so separability, MAD and the ASR-stability plot have
+something to show. The guards stay random.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import uuid
 from pathlib import Path
@@ -27,12 +35,20 @@ from typing import Any
 
 import yaml
 
-__all__ = ["TINY_CLIP_ARCH", "TINY_MODELS", "make_tiny", "tiny_models_yaml"]
+__all__ = [
+    "COMPLY_ANSWER",
+    "REFUSAL_ANSWER",
+    "REFUSAL_TRIGGERS",
+    "TINY_CLIP_ARCH",
+    "TINY_MODELS",
+    "make_tiny",
+    "tiny_models_yaml",
+]
 
 TINY_CLIP_ARCH = "vlsafety-tiny-clip"
 _MARKER = ".vlsafety-tiny"
 #: Bump when the recipe below changes, so stale tiny folders are rebuilt.
-_RECIPE_VERSION = "2"
+_RECIPE_VERSION = "3"
 
 _SPECIALS = [
     "<|pad|>",
@@ -67,12 +83,38 @@ _GUARD_TEMPLATE = (
     "<|im_start|>assistant\n"
 )
 
+#: The chat models' taught behaviour: refuse when the question holds one of these words.
+REFUSAL_TRIGGERS: dict[str, tuple[str, ...]] = {
+    "llava": ("illegal", "fraud", "dosage", "address", "offensive", "counterfeit", "weapon"),
+    "qwen2_vl": ("steps", "story", "viral", "convincing", "character", "flowchart", "plan"),
+    "llama": ("role", "stereotypes", "rude", "troll", "secretly"),
+}
+REFUSAL_ANSWER = "I'm sorry, I cannot help with that."
+COMPLY_ANSWER = "Sure. Here is how to do it: first, get the items shown."
+
+# Everyday question words the training prompts are drawn from (with every trigger word).
+_FILLER_TEXT = (
+    "the a an this that these my your of in on to for with about how what why which who is "
+    "are do does can could would should you me it them image picture photo shown here "
+    "describe explain write tell list give make help show find use get keep say read "
+    "person people place object items thing poster card sign text caption headline guide "
+    "news post message comment reply article example detail detailed practical exactly "
+    "first next best way question answer someone something everyone people's home online "
+    "medicine bottle umbrella laptop clock guitar drone backpack ladder microwave notebook "
+    "telescope kind true real really happened happening activity setting goal task job method "
+    "complete missing each every fill box boxes empty words according please"
+)
+_FILLER = _FILLER_TEXT.split()
+
 _CORPUS = [
     "safe unsafe safe unsafe\nsafe\nunsafe\n",
     "The user asked a question about the image and the assistant answered it.",
     "harmful unharmful Request: harmful Response: unharmful <result> </result> <think>",
     'refused toxicity convincing specific reasoning {"refused": 0, "toxicity": 3}',
     "0 1 2 3 4 5 6 7 8 9 I'm sorry, I cannot help with that. Here is how to do it.",
+    f"{REFUSAL_ANSWER} {COMPLY_ANSWER}",
+    " ".join(_FILLER),
+    " ".join(w for words in REFUSAL_TRIGGERS.values() for w in words),
 ]
 
 #: The declarations written to ``DIR/models.yaml`` (and kept in ``conf/models/tiny.yaml``).
@@ -165,7 +207,7 @@ def _tokenizer(chat_template: str) -> Any:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=512,
+        vocab_size=1024,
         special_tokens=_SPECIALS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
@@ -356,6 +398,71 @@ def _make_classifier(out: Path, seed: int) -> None:
     tok.save_pretrained(out)
 
 
+def _teach_refusals(out: Path, triggers: tuple[str, ...], seed: int, *, steps: int = 300) -> None:
+    """Train the chat model in ``out`` (loaded by the real backend) to answer
+    :data:`REFUSAL_ANSWER` when a question holds one of ``triggers`` and
+    :data:`COMPLY_ANSWER` otherwise; overwrite its weights.
+
+    Batches go through the backend's own rendering and processor (with an image for a VLM),
+    so what is taught is what generation later sees. Deterministic for a seed on one machine.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from vlsafety.models._hf import HFChatModel
+    from vlsafety.models._spec import ModelSpec
+    from vlsafety.models._types import ChatMessage, ChatRequest
+
+    chat = HFChatModel(ModelSpec(id="tiny-teach", role="chat", backend="hf", path=str(out)))
+    tok = chat.tokenizer
+    every = _FILLER + [w for ws in REFUSAL_TRIGGERS.values() for w in ws]
+    others = [w for w in every if w not in triggers]
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    model = chat.model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    answers = {
+        a: tok.encode(a + tok.eos_token, add_special_tokens=False)
+        for a in (REFUSAL_ANSWER, COMPLY_ANSWER)
+    }
+    for _ in range(steps):
+        texts, images, n_answer = [], [], []
+        for _ in range(16):
+            words = rng.choices(others, k=rng.randint(3, 28))
+            for _ in range(rng.randint(0, 4)):  # words it never saw, and punctuation
+                junk = "".join(rng.choices("abcdefghijklmnoprstuvwy", k=rng.randint(2, 10)))
+                words.insert(
+                    rng.randrange(len(words) + 1), junk + rng.choice(["", "", ",", "'s", ":"])
+                )
+            refuse = rng.random() < 0.5
+            if refuse:
+                words.insert(rng.randrange(len(words) + 1), rng.choice(triggers))
+            image = None
+            if chat.kind == "vlm":
+                image = Image.fromarray(nrng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+                images.append(image)
+            question = " ".join(words).capitalize() + rng.choice(["?", ".", "!", "?"])
+            req = ChatRequest(messages=(ChatMessage("user", question),), image=image)
+            answer = REFUSAL_ANSWER if refuse else COMPLY_ANSWER
+            texts.append(chat.render(req) + answer + tok.eos_token)
+            n_answer.append(len(answers[answer]))
+        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+        if chat.processor is not None:
+            enc = chat.processor(**kwargs, images=images or None, add_special_tokens=False)
+        else:
+            enc = tok(**kwargs, add_special_tokens=False)
+        labels = torch.full_like(enc["input_ids"], -100)
+        for i, n in enumerate(n_answer):  # left-padded: every answer ends the row
+            labels[i, -n:] = enc["input_ids"][i, -n:]
+        loss = model(**enc, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval().save_pretrained(out)
+
+
 def make_tiny(directory: str | os.PathLike[str], *, seed: int = 0, force: bool = False) -> Path:
     """Build the tiny models into ``directory``; return the path of its ``models.yaml``.
 
@@ -380,6 +487,8 @@ def make_tiny(directory: str | os.PathLike[str], *, seed: int = 0, force: bool =
         _make_llava(tmp / "llava", seed + 1)
         _make_qwen2_vl(tmp / "qwen2_vl", seed + 2)
         _make_causal_lm(tmp / "llama", seed + 3, _CHAT_TEMPLATE.replace("IMAGE", ""))
+        for name, words in REFUSAL_TRIGGERS.items():
+            _teach_refusals(tmp / name, words, seed + 10)
         _make_causal_lm(tmp / "guard", seed + 4, _GUARD_TEMPLATE)
         _make_classifier(tmp / "classifier", seed + 5)
         (tmp / "models.yaml").write_text(tiny_models_yaml())

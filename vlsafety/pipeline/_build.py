@@ -314,7 +314,8 @@ class _Build:
         return {
             "rows_in": n_in,
             "rows_out": selected.num_rows,
-            "rejected": n_in - selected.num_rows,
+            "rejected": int(summary["n_rejected"]),
+            "filtered": int(summary["n_not_selected"]),
             "benchmark_version": version,
             **{f"quality.{k}": v for k, v in metrics.items() if isinstance(v, int | float)},
         }

@@ -96,7 +96,8 @@ def respond(
     from vlsafety.inference import add_request_key, run_cached
     from vlsafety.models import SamplingParams
 
-    to_messages = F.udf(_messages, StringType())
+    # a lambda: pyspark 4 warns that it cannot infer an eval type from _messages' hints
+    to_messages = F.udf(lambda text: _messages(text), StringType())
     reqs = with_image_bytes(lake, candidates.select("candidate_id", "image_id", "text"))
     reqs = reqs.select(
         F.col("candidate_id"),
