@@ -18,11 +18,15 @@ def test_every_stage_ran_and_balanced(e2e: E2E) -> None:
     stages = {s.name: s for s in e2e.build.stages}
     assert list(stages) == list(BUILD_STAGES)
     for s in stages.values():
-        assert s.rows_in == s.rows_out + s.rejected, s
+        assert s.rows_in == s.rows_out + s.rejected + s.filtered, s
+        assert s.filtered == 0 or s.name == "select", s  # only selection leaves rows out
     assert stages["ingest"].rejected > 0  # the demo pool plants broken manifest rows
     assert stages["preprocess"].rejected > 0  # ... and broken/duplicate images
     assert stages["generate"].rows_out > 0 and stages["augment"].rows_out > 0
     assert stages["select"].rows_out == 12
+    # candidates not picked are filtered, not rejected: no reject rows are written for them
+    assert stages["select"].filtered == stages["select"].rows_in - 12
+    assert stages["select"].rejected == 0
     assert e2e.build.benchmark_version == 0
 
 
