@@ -84,12 +84,19 @@ def _cmd_history(args: argparse.Namespace, cfg: Config) -> int:
     lake = _lake(cfg)
     validate_table_name(args.table)
     hist = lake.history(args.table, limit=args.limit)
-    lines = [f"{'version':>7}  {'timestamp':<32} {'operation':<10} {'rows':>8}  run / command"]
+    lines = [
+        f"{'version':>7}  {'timestamp':<32} {'operation':<10} {'rows':>8}  "
+        "MLflow run (stage)  command"
+    ]
     for h in hist:
         rows = "" if h["rows"] is None else str(h["rows"])
+        meta = h.get("metadata") or {}
+        # the job's run (what the MLflow UI lists); the stage that committed, if any
+        run = meta.get("job_run_id") or h["run_id"] or "-"
+        stage = f" ({meta['stage']})" if meta.get("stage") else ""
         lines.append(
             f"{h['version']:>7}  {h['timestamp'] or '':<32} {h['operation'] or '':<10} {rows:>8}  "
-            f"{h['run_id'] or '-'}  {h['command'] or ''}"
+            f"{run}{stage}  {h['command'] or ''}"
         )
     _emit(args, hist, "\n".join(lines))
     return 0

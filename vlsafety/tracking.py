@@ -200,8 +200,13 @@ def track(
         if lake is not None:
             lake.add_listener(recorder.on_table_event)
         try:
-            # a nested stage keeps the job's command on its commits and adds its own name
-            context = {"stage": command} if nested else {"command": command}
+            # a nested stage keeps the job's command and run on its commits and adds its
+            # own name; run_id is the run that made the commit (the stage's, when nested)
+            context = (
+                {"stage": command}
+                if nested
+                else {"command": command, "job_run_id": run.info.run_id}
+            )
             with commit_context(run_id=run.info.run_id, **context):
                 yield recorder
         finally:

@@ -64,7 +64,7 @@ def test_no_duplicate_keys_anywhere(e2e: E2E) -> None:
         assert len(col) == len(set(col)), table
 
 
-def test_history_links_mlflow_runs(e2e: E2E) -> None:
+def test_history_links_mlflow_runs(e2e: E2E, capsys: pytest.CaptureFixture[str]) -> None:
     hist = e2e.lake.history("benchmark")
     run_id = hist[0]["run_id"]
     assert run_id is not None
@@ -72,6 +72,12 @@ def test_history_links_mlflow_runs(e2e: E2E) -> None:
     child = client.get_run(run_id)
     parent_id = child.data.tags["mlflow.parentRunId"]
     assert parent_id == e2e.build.run_id
+    # the commit names the job's run too, and `vlsafety history` shows that one
+    assert hist[0]["metadata"]["job_run_id"] == parent_id
+    assert hist[0]["metadata"]["stage"] == "stage:select"
+    assert main(e2e.cli("history", "benchmark")) == 0
+    line = capsys.readouterr().out.splitlines()[-1]  # oldest first is last: version 0
+    assert line.split()[0] == "0" and f"{parent_id} (stage:select)" in line
     parent = client.get_run(parent_id)
     assert parent.data.tags["delta.write.benchmark"].endswith("benchmark@v0")
     for stage in BUILD_STAGES:
