@@ -428,7 +428,7 @@ def _teach_refusals(out: Path, triggers: tuple[str, ...], seed: int, *, steps: i
         for a in (REFUSAL_ANSWER, COMPLY_ANSWER)
     }
     for _ in range(steps):
-        texts, images, n_answer = [], [], []
+        batch, n_answer = [], []
         for _ in range(16):
             words = rng.choices(others, k=rng.randint(3, 28))
             for _ in range(rng.randint(0, 4)):  # words it never saw, and punctuation
@@ -442,17 +442,14 @@ def _teach_refusals(out: Path, triggers: tuple[str, ...], seed: int, *, steps: i
             image = None
             if chat.kind == "vlm":
                 image = Image.fromarray(nrng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
-                images.append(image)
             question = " ".join(words).capitalize() + rng.choice(["?", ".", "!", "?"])
             req = ChatRequest(messages=(ChatMessage("user", question),), image=image)
             answer = REFUSAL_ANSWER if refuse else COMPLY_ANSWER
-            texts.append(chat.render(req) + answer + tok.eos_token)
+            # the rendered prompt plus the answer, encoded by the backend's own _encode
+            full = chat.render(req) + answer + tok.eos_token
+            batch.append(ChatRequest(prompt=full, image=image))
             n_answer.append(len(answers[answer]))
-        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
-        if chat.processor is not None:
-            enc = chat.processor(**kwargs, images=images or None, add_special_tokens=False)
-        else:
-            enc = tok(**kwargs, add_special_tokens=False)
+        enc = chat._encode(batch)
         labels = torch.full_like(enc["input_ids"], -100)
         for i, n in enumerate(n_answer):  # left-padded: every answer ends the row
             labels[i, -n:] = enc["input_ids"][i, -n:]
