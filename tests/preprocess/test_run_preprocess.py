@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shutil
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 from PIL import Image
+from pyspark import cloudpickle
 
 from vlsafety.ingest import IngestOptions, run_ingest
 from vlsafety.ingest.demo_data import write_demo_data
@@ -27,6 +29,11 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from vlsafety.lake import Lake
+
+
+# The stand-in models below run inside Spark tasks; workers cannot import this test
+# module by name, so its classes and functions travel by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def line_of(source_ref: str) -> int:
@@ -247,12 +254,14 @@ def test_trusted_models_dedup_semantically_and_vote(
     (root / "c.txt").write_text("Is this viral headline about a celebrity fake news or a hoax?")
     run_ingest(spark, lake, [f"folder:{root}"])
 
-    asked: list[VerifierRequest] = []
-
     def verifier(reqs: Sequence[VerifierRequest]) -> list[str]:
-        asked.extend(reqs)
+        # runs in the executor tasks: what it saw is told in its answers
         return [
-            "Category: privacy" if "privacy" in r.prompt.split("Sample prompt:")[1] else "no idea"
+            "no image"
+            if r.image is None or not r.image.startswith(b"\x89PNG")
+            else "Category: privacy"
+            if "privacy" in r.prompt.split("Sample prompt:")[1]
+            else "no idea"
             for r in reqs
         ]
 
@@ -268,7 +277,8 @@ def test_trusted_models_dedup_semantically_and_vote(
     assert votes["verifier"] == "privacy" and "clip" in votes
     assert kept_ab["category"] == "privacy" and kept_ab["verifier_raw"] == "Category: privacy"
     assert pool["c"]["category"] == dict(pool["c"]["category_votes"])["clip"]
-    assert all(r.image is not None and r.image.startswith(b"\x89PNG") for r in asked)
+    # every sample was put to the verifier with its normalized PNG image
+    assert all(r["verifier_raw"] in ("Category: privacy", "no idea") for r in pool.values())
     dup = lake.read_arrow("duplicates").to_pylist()
     assert [d["dedup_level"] for d in dup] == ["semantic"] and dup[0]["score"] > 0.98
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vlsafety.arrays import vectors
 from vlsafety.config import Config
 from vlsafety.lake import Lake, parse_table_ref
 from vlsafety.report import ReportData, render_report
@@ -99,8 +100,12 @@ def report_data(
     # categories: benchmark vs pool
     pool_name = "pool" if lake.exists("pool") else "scored" if lake.exists("scored") else None
     if "category" in bench.columns and pool_name:
-        pool_cats = (
-            lake.read_arrow(pool_name, columns=["category"]).to_pandas()["category"].value_counts()
+        pool_cats = (  # an aggregate: the pool itself stays in the lake
+            lake.read(pool_name)
+            .groupBy("category")
+            .count()
+            .toPandas()
+            .set_index("category")["count"]
         )
         bench_cats = bench["category"].value_counts()
         cats = sorted(set(pool_cats.index) | set(bench_cats.index))
@@ -116,7 +121,9 @@ def report_data(
     if crit:
         data.criteria = bench[crit]
     if "embedding" in bench.columns and bench["embedding"].notna().all() and len(bench) >= 3:
-        data.embedding = np.asarray([list(v) for v in bench["embedding"]], dtype=float)
+        data.embedding = vectors(
+            lake.read_arrow(table, version=version, columns=["embedding"]), "embedding", float
+        )
         if "c_sep" in bench.columns:
             data.separability = bench["c_sep"].to_numpy(dtype=float)
         elif "p_h" in bench.columns:
@@ -152,16 +159,25 @@ def report_data(
         data.notes["stability"] = "needs per-model harmful flags of ≥ 2 models with different ASRs"
     # weight sweep (Fig. 6) over the scored pool
     if lake.exists("scored"):
-        scored = lake.read_arrow("scored").to_pandas()
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         names = load_taxonomy(cfg.select.taxonomy).names
-        scored = scored[scored["category"].isin(names)]
+        # the selector's inputs, as numpy arrays from the Arrow buffers
+        present = set(lake.schema("scored").names)
+        wanted = ["category", "p_h", "harm", "harmful", "embedding"]
+        arrow = lake.read_arrow("scored", columns=[c for c in wanted if c in present])
+        arrow = arrow.filter(pc.is_in(arrow.column("category"), value_set=pa.array(names)))
+        scored = arrow.drop_columns(["embedding"]).to_pandas()
         pool_flags = _harmful(scored)
         if pool_flags is not None and len(scored) >= 2:
             sweep = weight_sweep(
                 separability(scored["p_h"].to_numpy(dtype=float)),
                 scored["harm"].to_numpy(dtype=float),
-                np.asarray([names.index(c) for c in scored["category"]], dtype=np.int64),
-                np.asarray([list(v) for v in scored["embedding"]], dtype=float),
+                np.asarray(
+                    pc.index_in(arrow.column("category"), value_set=pa.array(names)), np.int64
+                ),
+                vectors(arrow, "embedding", float),
                 pool_flags,
                 n_categories=len(names),
                 n_max=min(len(bench) or 1, len(scored)),

@@ -159,15 +159,15 @@ def update(
         pool = pool.filter(pc.is_in(pool.column("category"), value_set=pa.array(names)))
 
         def arrays(t: pa.Table) -> tuple[Any, Any, Any, Any]:
+            from vlsafety.arrays import vectors
             from vlsafety.selection import separability
 
-            sep = separability(np.asarray(t.column("p_h").to_pylist(), dtype=float))
-            harm = np.asarray(t.column("harm").to_pylist(), dtype=float)
-            cat = np.asarray(
-                [names.index(c) for c in t.column("category").to_pylist()], dtype=np.int64
-            )
-            emb = np.asarray(t.column("embedding").to_pylist(), dtype=np.float64)
-            return sep, harm, cat, emb
+            sep = separability(t.column("p_h").to_numpy().astype(float))
+            harm = t.column("harm").to_numpy().astype(float)
+            # category ids by the taxonomy's order, computed in Arrow (no Python strings)
+            cat = pc.index_in(t.column("category"), value_set=pa.array(names)).to_numpy()
+            emb = vectors(t, "embedding", np.float64)
+            return sep, harm, np.asarray(cat, dtype=np.int64), emb
 
         unknown = [c for c in set(bench_tbl.column("category").to_pylist()) if c not in names]
         if unknown:

@@ -23,6 +23,9 @@ class PreprocessOptions:
         near_radius_fine: radius on the 256-bit pHash that verifies a candidate pair.
         mih_bands: bands of the multi-index hash (None: chosen from the pool size).
         prompt_jaccard: MinHash Jaccard (character shingles) at which prompts are near-dups.
+        near_bands: MinHash bands whose keys group candidate near pairs on executors (a
+            pair is a candidate when one band of ``minhash_perms // near_bands`` slots
+            agrees; more bands: higher recall, more candidates to verify).
         shingle_size, minhash_perms: shingle length and MinHash permutations.
         semantic_eps: semantic duplicates have cosine similarity >= 1 - eps.
         semantic_cluster_size: target k-means cluster size (k = n / this).
@@ -44,6 +47,7 @@ class PreprocessOptions:
     near_radius_fine: int = 48
     mih_bands: int | None = None
     prompt_jaccard: float = 0.85
+    near_bands: int = 16
     shingle_size: int = 5
     minhash_perms: int = 128
     semantic_eps: float = 0.05
@@ -63,6 +67,7 @@ class PreprocessOptions:
             "max_pixels",
             "shingle_size",
             "minhash_perms",
+            "near_bands",
             "semantic_cluster_size",
             "semantic_max_assign",
             "embed_batch_size",
@@ -88,6 +93,11 @@ class PreprocessOptions:
             raise ValueError(
                 "PreprocessOptions.near_radius_fine: must be in [0, 255], "
                 f"got {self.near_radius_fine}"
+            )
+        if self.near_bands > self.minhash_perms:
+            raise ValueError(
+                f"PreprocessOptions.near_bands: at most minhash_perms ({self.minhash_perms}), "
+                f"got {self.near_bands}"
             )
         if self.mih_bands is not None and not 1 <= self.mih_bands <= 64:
             raise ValueError(

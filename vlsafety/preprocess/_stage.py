@@ -1,61 +1,70 @@
 """The preprocessing agent on Spark: ``raw_pool`` + ``images`` → ``pool`` (+ ``rejects``,
 ``duplicates``, normalized ``images``). vlsafetybencher.txt §3.2.
 
-Plan of one run (only raw samples not yet in ``pool`` nor rejected by this stage):
+Plan of one run (only raw samples not yet in ``pool`` nor rejected by this stage). Every
+step is a Spark job over DataFrames; the driver receives counts, aggregates, pair lists
+of duplicates and, for semantic dedup, a bounded training sample of vectors — never the
+rows, embeddings or image bytes (DESIGN "Scale-out rules").
 
 1. **Image checks** in Spark tasks (``mapInArrow``), once per distinct image: full
    decode, pixel cap, resolution, mode/EXIF/animation normalization, 64- and 256-bit
    pHash (:func:`check_image`).
-2. On the driver, over compact columns only (ids, prompts, labels, hashes): **prompt
-   filters**, then **exact** and **near** dedup against the new samples and the
-   existing pool.
-3. **Embeddings** of the survivors (image, text, joint) — on executors through
-   ``vlsafety.inference.run_inference`` when the embedder is a ``ModelSpec``, on the
-   driver when it is a loaded model. Stored in ``pool`` for selection's diversity term.
-4. **Semantic** dedup and **categorization** votes — only with trusted models: an
+2. **Screen** (``mapInArrow``): prompt filters and the image's verdict, then the dedup
+   keys of each survivor — exact key, MinHash signature, near band keys.
+3. **Exact** and **near** dedup against the new samples and the existing pool
+   (:mod:`vlsafety.preprocess._spark_dedup`: a window, band-key groups verified in tasks).
+4. **Embeddings** of the survivors (image, text, joint) on executors: a ``ModelSpec``
+   through ``vlsafety.inference.run_inference`` (one model per worker), a loaded model
+   or callable shipped to the tasks (small pools, tests, notebooks).
+5. **Semantic** dedup and **categorization** votes — only with trusted models: an
    untrained (random-weight) embedder or verifier falls back (no semantic dedup, source
    labels and keyword rules) with a warning, so a meaningless model never drops data.
-5. One merge into each table. Counts: ``pending = kept + rejected`` (checked).
+6. One merge into each table. Counts: ``pending = kept + rejected`` (checked).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from vlsafety.ingest import (
-    IMAGE_TEXT_LABEL,
-    Reject,
-    phash_from_int64,
-    phash_to_int64,
-    rejects_to_arrow,
-)
+from vlsafety.ingest import IMAGE_TEXT_LABEL, phash_to_int64, reject_id_of
 from vlsafety.preprocess._categorize import (
     VerifierRequest,
     class_embeddings,
     combine_votes,
     is_untrained,
+    parse_verifier_answer,
     verifier_prompt,
     verifier_votes,
     zero_shot_probs,
 )
-from vlsafety.preprocess._dedup import DedupInput, deduplicate, deduplicate_semantic
-from vlsafety.preprocess._filters import check_image, check_text
+from vlsafety.preprocess._dedup import minhash_signatures
+from vlsafety.preprocess._filters import check_image, check_text, normalize_text
 from vlsafety.preprocess._models import (
-    Embeddings,
     class_vectors,
     embed_inprocess,
-    embed_spark,
     is_spec,
     verifier_callable,
 )
 from vlsafety.preprocess._options import PreprocessOptions
+from vlsafety.preprocess._spark_dedup import (
+    NEAR_PHASH_BAND_BASE,
+    NearRule,
+    band_keys,
+    exact_level,
+    near_pairs,
+    phash_bands,
+    resolve_groups,
+    semantic_pairs_spark,
+)
 from vlsafety.taxonomy import Taxonomy, keyword_category, load_taxonomy, map_label
 
 if TYPE_CHECKING:
@@ -177,41 +186,23 @@ def _check_partition(
             yield check_batch(batch, options)
 
 
-# ------------------------------------------------------------------ driver side
+# ------------------------------------------------------------------ screen (tasks)
 
+_NEAR_BAND = pa.struct([("band", pa.int32()), ("key", pa.int64())])
 
-@dataclass
-class _Sample:
-    """One pending sample on the driver, with its image's check result."""
-
-    sample_id: str
-    image_id: str | None
-    text: str | None
-    text_error: str | None
-    source: str
-    source_ref: str
-    labels: dict[str, str]
-    check: dict[str, Any] | None = None
-
-    @property
-    def norm_image_id(self) -> str | None:
-        return self.check["norm_image_id"] if self.check else None
-
-    @property
-    def image_text(self) -> str | None:
-        return self.labels.get(IMAGE_TEXT_LABEL)
-
-    def reject(self, reason: str, detail: str) -> Reject:
-        return Reject(STAGE, reason, detail, self.source, self.source_ref, self.sample_id)
-
-
-@dataclass(frozen=True)
-class _Decision:
-    category: str
-    subcategory: str | None
-    votes: dict[str, str | None]
-    agreement: float
-    verifier_raw: str | None
+#: Columns the screen adds to each pending row (and the key columns of existing rows).
+_SCREEN_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("exact_key", pa.string()),
+        ("has_image", pa.bool_()),
+        ("has_text", pa.bool_()),
+        ("minhash", pa.binary()),
+        ("near_bands", pa.list_(_NEAR_BAND)),
+    ]
+)
 
 
 def _labels_dict(value: Any) -> dict[str, str]:
@@ -222,11 +213,436 @@ def _labels_dict(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in items if v is not None}
 
 
-def _vec(row: np.ndarray | None) -> list[float] | None:
-    if row is None or not np.isfinite(row).all():
-        return None
-    return [float(x) for x in row]
+def _exact_key(image_id: str | None, text: str | None) -> str:
+    payload = json.dumps([image_id or "", normalize_text(text)], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
+
+def _keys(
+    image_ids: list[str | None],
+    texts: list[str | None],
+    image_texts: list[str | None],
+    phash: np.ndarray,
+    alive: np.ndarray,
+    options: PreprocessOptions,
+) -> dict[str, pa.Array]:
+    """Dedup keys of a batch (rows not ``alive`` get null keys): the exact key, and for
+    the near level the MinHash signature of the prompt key (prompt + text rendered in
+    the image, as the reference) and the band keys that make candidate groups."""
+    n = len(texts)
+    near_keys = [
+        None if t is None and it is None else f"{t or ''} || {it or ''}"
+        for t, it in zip(texts, image_texts, strict=True)
+    ]
+    has_image = np.array([i is not None for i in image_ids], dtype=bool)
+    has_text = np.array([k is not None for k in near_keys], dtype=bool)
+    with_text = np.flatnonzero(alive & has_text)
+    sigs = np.zeros((n, options.minhash_perms), dtype=np.uint64)
+    if len(with_text):
+        sigs[with_text] = minhash_signatures(
+            [near_keys[i] for i in with_text.tolist()],  # type: ignore[misc]
+            num_perm=options.minhash_perms,
+            shingle_size=options.shingle_size,
+        )
+    text_bands = band_keys(sigs, options.near_bands)
+    img_bands = phash_bands(phash, options.near_radius)
+    # a row with a prompt key is grouped by its MinHash bands (a near pair needs near
+    # prompts); an image without one by the pigeonhole pHash bands; others not at all
+    by_text = alive & has_text
+    by_image = alive & ~has_text & has_image
+    per_row = np.where(by_text, options.near_bands, np.where(by_image, img_bands.shape[1], 0))
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum(per_row)
+    band_idx: list[np.ndarray] = []
+    band_key: list[np.ndarray] = []
+    for i in np.flatnonzero(per_row).tolist():
+        if by_text[i]:
+            band_idx.append(np.arange(options.near_bands, dtype=np.int32))
+            band_key.append(text_bands[i])
+        else:
+            band_idx.append(NEAR_PHASH_BAND_BASE + np.arange(img_bands.shape[1], dtype=np.int32))
+            band_key.append(img_bands[i])
+    flat_idx = np.concatenate(band_idx) if band_idx else np.zeros(0, np.int32)
+    flat_key = np.concatenate(band_key) if band_key else np.zeros(0, np.int64)
+    bands = pa.ListArray.from_arrays(
+        pa.array(offsets),
+        pa.StructArray.from_arrays(
+            [pa.array(flat_idx, pa.int32()), pa.array(flat_key, pa.int64())],
+            fields=list(_NEAR_BAND),
+        ),
+    )
+    sig_bytes = [sigs[i].tobytes() if alive[i] and has_text[i] else None for i in range(n)]
+    return {
+        "exact_key": pa.array(
+            [_exact_key(image_ids[i], texts[i]) if alive[i] else None for i in range(n)],
+            pa.string(),
+        ),
+        "has_image": pa.array(has_image),
+        "has_text": pa.array(has_text),
+        "minhash": pa.array(sig_bytes, pa.binary()),
+        "near_bands": bands,
+    }
+
+
+def _screen_batch(batch: pa.RecordBatch, options: PreprocessOptions) -> pa.RecordBatch:
+    """Filters (prompt first, then the image's verdict) and dedup keys of pending rows
+    joined with their image check (``checked`` is null when the image is missing)."""
+    t = pa.Table.from_batches([batch])
+    col = {c: t.column(c).to_pylist() for c in ("sample_id", "image_id", "text", "text_error")}
+    checked = t.column("checked").to_pylist()
+    creason = t.column("check_reason").to_pylist()
+    cdetail = t.column("check_detail").to_pylist()
+    norm = t.column("norm_image_id").to_pylist()
+    labels = [_labels_dict(v) for v in t.column("labels").to_pylist()]
+    n = t.num_rows
+    reasons: list[str | None] = []
+    details: list[str | None] = []
+    for i in range(n):
+        bad = check_text(col["text"][i], col["text_error"][i], options)
+        if bad is None and col["image_id"][i] is not None:
+            if not checked[i]:
+                bad = ("missing_image", f"image {col['image_id'][i]} is not in the images table")
+            elif creason[i] is not None:
+                bad = (creason[i], cdetail[i])
+        reasons.append(bad[0] if bad else None)
+        details.append(bad[1] if bad else None)
+    alive = np.array([r is None for r in reasons], dtype=bool)
+    phash = t.column("phash").fill_null(0).to_numpy().view(np.uint64)
+    keys = _keys(
+        [norm[i] if col["image_id"][i] is not None else None for i in range(n)],
+        col["text"],
+        [lb.get(IMAGE_TEXT_LABEL) for lb in labels],
+        phash,
+        alive,
+        options,
+    )
+    return pa.RecordBatch.from_arrays(
+        [
+            t.column("sample_id").combine_chunks(),
+            pa.array(reasons, pa.string()),
+            pa.array(details, pa.string()),
+            *[keys[f.name] for f in list(_SCREEN_SCHEMA)[3:]],
+        ],
+        schema=_SCREEN_SCHEMA,
+    )
+
+
+def _existing_keys_batch(batch: pa.RecordBatch, options: PreprocessOptions) -> pa.RecordBatch:
+    """Dedup keys of rows already in the pool (always alive)."""
+    t = pa.Table.from_batches([batch])
+    labels = [_labels_dict(v) for v in t.column("labels").to_pylist()]
+    keys = _keys(
+        t.column("image_id").to_pylist(),
+        t.column("text").to_pylist(),
+        [lb.get(IMAGE_TEXT_LABEL) for lb in labels],
+        t.column("phash").fill_null(0).to_numpy().view(np.uint64),
+        np.ones(t.num_rows, dtype=bool),
+        options,
+    )
+    n = t.num_rows
+    return pa.RecordBatch.from_arrays(
+        [
+            t.column("sample_id").combine_chunks(),
+            pa.nulls(n, pa.string()),
+            pa.nulls(n, pa.string()),
+            *[keys[f.name] for f in list(_SCREEN_SCHEMA)[3:]],
+        ],
+        schema=_SCREEN_SCHEMA,
+    )
+
+
+def _map_batches(
+    fn: Callable[[pa.RecordBatch], pa.RecordBatch],
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for b in batches:
+            if b.num_rows:
+                yield fn(b)
+
+    return run
+
+
+def _spark_schema(schema: pa.Schema) -> Any:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
+
+
+# ------------------------------------------------------------ embeddings (tasks)
+
+_EMB_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("image_embedding", _F32),
+        ("text_embedding", _F32),
+        ("joint_embedding", _F32),
+        ("embedding_error", pa.bool_()),
+    ]
+)
+
+
+def _vec_array(x: np.ndarray) -> pa.Array:
+    """(n, d) float32 with NaN rows → list<float> with nulls, built from the buffer."""
+    n = len(x)
+    ok = np.isfinite(x).all(axis=1) if x.size else np.zeros(n, dtype=bool)
+    d = x.shape[1] if x.ndim == 2 else 0
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum(np.where(ok, d, 0))
+    values = pa.array(np.ascontiguousarray(x[ok], dtype=np.float32).ravel(), pa.float32())
+    return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~ok))
+
+
+def _embed_object_partition(
+    batches: Iterator[pa.RecordBatch], embedder: Any, batch_size: int
+) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        t = pa.Table.from_batches([batch])
+        images = t.column("image").to_pylist()
+        texts = t.column("text").to_pylist()
+        emb = embed_inprocess(embedder, images, texts, batch_size)
+        failed = [
+            (images[i] is not None and not np.isfinite(emb.image[i]).all())
+            or (texts[i] is not None and not np.isfinite(emb.text[i]).all())
+            for i in range(t.num_rows)
+        ]
+        yield pa.RecordBatch.from_arrays(
+            [
+                t.column("sample_id").combine_chunks(),
+                _vec_array(emb.image),
+                _vec_array(emb.text),
+                _vec_array(emb.joint),
+                pa.array(failed),
+            ],
+            schema=_EMB_SCHEMA,
+        )
+
+
+# -------------------------------------------------------- categorization (tasks)
+
+
+@dataclass(frozen=True)
+class _VotePlan:
+    taxonomy: Taxonomy
+    classes: np.ndarray | None  # (K, d) class embeddings, when CLIP may vote
+    groups: list[np.ndarray] | None
+    logit_scale: float
+    ask_verifier: bool
+
+
+_VOTES_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("vote_source", pa.string()),
+        ("vote_clip", pa.string()),
+        ("clip_subcategory", pa.string()),
+        ("verifier_question", pa.string()),
+    ]
+)
+
+
+def _list_matrix(col: pa.ChunkedArray, d: int) -> np.ndarray:
+    """list<float> column → (n, d) float32 with NaN rows for nulls / other lengths."""
+    arr = col.combine_chunks()
+    n = len(arr)
+    out = np.full((n, d), np.nan, dtype=np.float32)
+    if n == 0 or d == 0:
+        return out
+    offsets = arr.offsets.to_numpy()
+    lengths = np.diff(offsets)
+    valid = lengths == d
+    if arr.null_count:
+        valid &= arr.is_valid().to_numpy(zero_copy_only=False)
+    values = arr.values.to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(valid).tolist():
+        out[i] = values[offsets[i] : offsets[i] + d]
+    return out
+
+
+def _votes_batch(batch: pa.RecordBatch, plan: _VotePlan) -> pa.RecordBatch:
+    t = pa.Table.from_batches([batch])
+    n = t.num_rows
+    tax = plan.taxonomy
+    sources = t.column("source").to_pylist()
+    labels = [_labels_dict(v) for v in t.column("labels").to_pylist()]
+    texts = t.column("text").to_pylist()
+    source_vote = [map_label(s, lb) for s, lb in zip(sources, labels, strict=True)]
+    clip: list[str | None] = [None] * n
+    subcats: list[str | None] = [None] * n
+    if plan.classes is not None and plan.groups is not None:
+        d = plan.classes.shape[1]
+        img = _list_matrix(t.column("image_embedding"), d)
+        txt = _list_matrix(t.column("text_embedding"), d)
+        joint = _list_matrix(t.column("joint_embedding"), d)
+        probs = zero_shot_probs(
+            plan.classes, image=img, text=txt, joint=joint, logit_scale=plan.logit_scale
+        )
+        vectors = joint.copy()
+        for alt in (img, txt):
+            missing = ~np.isfinite(vectors).all(axis=1)
+            vectors[missing] = alt[missing]
+        for j in range(n):
+            if np.isfinite(probs[j]).all():
+                cat = tax.names[int(np.argmax(probs[j]))]
+                clip[j] = cat
+                subcats[j] = _closest_subcategory(tax, plan.groups, cat, vectors[j])
+    questions = [
+        verifier_prompt(texts[j], tax, clip[j] or source_vote[j]) if plan.ask_verifier else None
+        for j in range(n)
+    ]
+    return pa.RecordBatch.from_arrays(
+        [
+            t.column("sample_id").combine_chunks(),
+            pa.array(source_vote, pa.string()),
+            pa.array(clip, pa.string()),
+            pa.array(subcats, pa.string()),
+            pa.array(questions, pa.string()),
+        ],
+        schema=_VOTES_SCHEMA,
+    )
+
+
+_ANSWER_SCHEMA = pa.schema([("sample_id", pa.string()), ("verifier_raw", pa.string())])
+
+
+def _ask_object_partition(
+    batches: Iterator[pa.RecordBatch], verifier: Any, taxonomy: Taxonomy
+) -> Iterator[pa.RecordBatch]:
+    ask = verifier_callable(verifier)
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        t = pa.Table.from_batches([batch])
+        reqs = [
+            VerifierRequest(img, q)
+            for img, q in zip(
+                t.column("image").to_pylist(),
+                t.column("verifier_question").to_pylist(),
+                strict=True,
+            )
+        ]
+        _, raws = verifier_votes(ask, reqs, taxonomy)
+        yield pa.RecordBatch.from_arrays(
+            [t.column("sample_id").combine_chunks(), pa.array(raws, pa.string())],
+            schema=_ANSWER_SCHEMA,
+        )
+
+
+_DECIDED_SCHEMA = pa.schema([*POOL_SCHEMA, ("uncategorized", pa.bool_())])
+
+
+def _decide_batch(batch: pa.RecordBatch, taxonomy: Taxonomy) -> pa.RecordBatch:
+    """Final pool rows: verifier vote parsed, keyword fallback, plurality (combine_votes)."""
+    t = pa.Table.from_batches([batch])
+    n = t.num_rows
+    get = {
+        c: t.column(c).to_pylist()
+        for c in ("text", "labels", "vote_source", "vote_clip", "clip_subcategory", "verifier_raw")
+    }
+    category: list[str | None] = []
+    subcategory: list[str | None] = []
+    votes_out: list[list[tuple[str, str]]] = []
+    agreement: list[float] = []
+    raws: list[str | None] = []
+    for j in range(n):
+        raw = get["verifier_raw"][j]
+        verifier = parse_verifier_answer(raw, taxonomy) if raw is not None else None
+        source, clip = get["vote_source"][j], get["vote_clip"][j]
+        keyword = None
+        if source is None and clip is None and verifier is None:
+            labels = _labels_dict(get["labels"][j])
+            probe = " ".join(x for x in (get["text"][j], labels.get(IMAGE_TEXT_LABEL)) if x)
+            keyword = keyword_category(probe, taxonomy)
+        v = combine_votes(
+            {"source": source, "verifier": verifier, "clip": clip, "keywords": keyword}
+        )
+        category.append(v.category)
+        subcategory.append(
+            get["clip_subcategory"][j] if clip is not None and clip == v.category else None
+        )
+        votes_out.append([(k, c) for k, c in v.votes.items() if c is not None])
+        agreement.append(v.agreement)
+        raws.append(raw)
+    computed = {
+        "category": pa.array(category, pa.string()),
+        "subcategory": pa.array(subcategory, pa.string()),
+        "category_votes": pa.array(votes_out, _MAP),
+        "category_agreement": pa.array(agreement, pa.float64()),
+        "verifier_raw": pa.array(raws, pa.string()),
+        "taxonomy": pa.array([taxonomy.name] * n, pa.string()),
+        "uncategorized": pa.array([c is None for c in category]),
+    }
+    cols = [
+        computed[f.name] if f.name in computed else t.column(f.name).combine_chunks().cast(f.type)
+        for f in _DECIDED_SCHEMA
+    ]
+    return pa.RecordBatch.from_arrays(cols, schema=_DECIDED_SCHEMA)
+
+
+def _closest_subcategory(
+    taxonomy: Taxonomy, groups: list[np.ndarray], category: str, vector: np.ndarray
+) -> str | None:
+    """The subcategory of ``category`` whose description embedding is closest to
+    ``vector`` (``groups[k]`` rows: the category text, then each subcategory's)."""
+    ci = taxonomy.index(category)
+    subs = taxonomy.categories[ci].subcategories
+    if not subs or not np.isfinite(vector).all():
+        return None
+    sub_vecs = groups[ci][1:]
+    sims = sub_vecs @ vector / (np.linalg.norm(sub_vecs, axis=1) * np.linalg.norm(vector))
+    return subs[int(np.argmax(sims))].name
+
+
+# ------------------------------------------------------------------ rejects (tasks)
+
+_REJECT_SCHEMA = pa.schema(
+    [
+        ("reject_id", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("source", pa.string()),
+        ("source_ref", pa.string()),
+        ("sample_id", pa.string()),
+    ]
+)
+
+
+def _reject_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Reject rows with their content key (:func:`reject_id_of`, as every stage)."""
+    t = pa.Table.from_batches([batch])
+    cols = {
+        c: t.column(c).to_pylist()
+        for c in ("reason", "detail", "source", "source_ref", "sample_id")
+    }
+    dup_of, level, score = (
+        t.column(c).to_pylist() for c in ("duplicate_of", "dedup_level", "score")
+    )
+    cols["detail"] = [
+        f"duplicate of {of} (level {lv}, score {sc:.4g})" if of is not None else d
+        for d, of, lv, sc in zip(cols["detail"], dup_of, level, score, strict=True)
+    ]
+    ids = [
+        reject_id_of(STAGE, r, s, ref, sid)
+        for r, s, ref, sid in zip(
+            cols["reason"], cols["source"], cols["source_ref"], cols["sample_id"], strict=True
+        )
+    ]
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(ids, pa.string()),
+            pa.array([STAGE] * t.num_rows, pa.string()),
+            *[
+                pa.array(cols[c], pa.string())
+                for c in ("reason", "detail", "source", "source_ref", "sample_id")
+            ],
+        ],
+        schema=_REJECT_SCHEMA,
+    )
+
+
+# ------------------------------------------------------------------ orchestration
 
 _EXISTING_COLUMNS = (
     "sample_id",
@@ -241,6 +657,8 @@ _EXISTING_COLUMNS = (
     "image_embedding",
     "text_embedding",
 )
+
+_DUP_COLUMNS = ("sample_id", "duplicate_of", "dedup_level", "score")
 
 
 class _Run:
@@ -260,14 +678,33 @@ class _Run:
         self.embedder = embedder
         self.verifier = verifier
         self.taxonomy = load_taxonomy(options.taxonomy)
-        self.rejects: list[Reject] = []
         self.counts: dict[str, Any] = {"pending": 0, "kept": 0, "rejected": 0}
-        self.checked: DataFrame | None = None
-        self.pending_df: DataFrame | None = None
+        self.parts = options.partitions or max(1, spark.sparkContext.defaultParallelism)
+        self.shuffle_parts = max(
+            self.parts, int(spark.conf.get("spark.sql.shuffle.partitions") or self.parts)
+        )
+        self._persisted: list[DataFrame] = []
+
+    def persist(self, df: DataFrame) -> DataFrame:
+        from pyspark import StorageLevel
+
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        self._persisted.append(df)
+        return df
+
+    def close(self) -> None:
+        for df in self._persisted:
+            df.unpersist()
+
+    def trusted(self, model: Any) -> bool:
+        return not is_untrained(model) or self.options.trust_untrained
+
+    def uids(self, uids: np.ndarray) -> DataFrame:
+        """A small DataFrame of uids (pair endpoints, duplicates) for semi/anti joins."""
+        return self.spark.createDataFrame(pa.table({"uid": pa.array(uids, pa.int64())}))
 
     # 0. what to do
-    def load_pending(self) -> list[_Sample]:
-        from pyspark import StorageLevel
+    def load_pending(self) -> DataFrame:
         from pyspark.sql import functions as F
 
         raw = self.lake.read("raw_pool")
@@ -281,81 +718,174 @@ class _Run:
                 .distinct()
             )
             raw = raw.join(done, "sample_id", "left_anti")
-        self.pending_df = raw.persist(StorageLevel.MEMORY_AND_DISK)
         cols = ("sample_id", "image_id", "text", "text_error", "source", "source_ref", "labels")
-        rows = self.pending_df.select(*cols).toArrow().to_pylist()
-        rows.sort(key=lambda r: r["sample_id"])  # input order must not matter
-        return [
-            _Sample(**{**{c: r[c] for c in cols[:-1]}, "labels": _labels_dict(r["labels"])})
-            for r in rows
-        ]
+        return self.persist(raw.select(*cols))
 
     # 1. image checks on executors, once per distinct image
-    def check_images(self, samples: list[_Sample]) -> None:
-        from pyspark import StorageLevel
+    def check_images(self, pending: DataFrame) -> DataFrame:
         from pyspark.sql import functions as F
 
-        assert self.pending_df is not None
-        need = self.pending_df.select("image_id").where(F.col("image_id").isNotNull()).distinct()
+        need = pending.select("image_id").where(F.col("image_id").isNotNull()).distinct()
         images = self.lake.read("images").select("image_id", "bytes")
-        parts = self.options.partitions or max(1, self.spark.sparkContext.defaultParallelism)
-        self.checked = (
+        return self.persist(
             need.join(images, "image_id", "left")
-            .repartition(parts)
+            .repartition(self.parts)
             .mapInArrow(functools.partial(_check_partition, options=self.options), _CHECK_DDL)
-            .persist(StorageLevel.MEMORY_AND_DISK)
         )
-        found = {
-            r["image_id"]: r for r in self.checked.select(*CHECK_COLUMNS).toArrow().to_pylist()
-        }
-        for s in samples:
-            if s.image_id is not None:
-                s.check = found.get(s.image_id)
 
-    # 2. filters: prompt first (cheaper to explain), then the image's verdict
-    def filter(self, samples: list[_Sample]) -> list[_Sample]:
-        kept = []
-        for s in samples:
-            bad = check_text(s.text, s.text_error, self.options)
-            if bad is None and s.image_id is not None:
-                if s.check is None:
-                    bad = ("missing_image", f"image {s.image_id} is not in the images table")
-                elif s.check["reason"] is not None:
-                    bad = (s.check["reason"], s.check["detail"])
-            if bad is None:
-                kept.append(s)
-            else:
-                self.rejects.append(s.reject(*bad))
-        return kept
+    # 2. filters and dedup keys
+    def screen(self, pending: DataFrame, checked: DataFrame) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        meta = checked.select(
+            "image_id",
+            F.lit(True).alias("checked"),
+            F.col("reason").alias("check_reason"),
+            F.col("detail").alias("check_detail"),
+            "norm_image_id",
+            "width",
+            "height",
+            "n_frames",
+            "normalization",
+            "phash",
+            "phash_fine",
+        )
+        joined = pending.join(meta, "image_id", "left")
+        keys = joined.select(
+            "sample_id",
+            "image_id",
+            "text",
+            "text_error",
+            "labels",
+            "checked",
+            "check_reason",
+            "check_detail",
+            "norm_image_id",
+            "phash",
+        ).mapInArrow(
+            _map_batches(functools.partial(_screen_batch, options=self.options)),
+            _spark_schema(_SCREEN_SCHEMA),
+        )
+        return self.persist(
+            joined.drop("checked", "check_reason", "check_detail")
+            .join(keys, "sample_id")
+            .withColumn("image_id", F.when(F.col("image_id").isNotNull(), F.col("norm_image_id")))
+            .drop("norm_image_id")
+            .withColumn("existing", F.lit(False))
+        )
+
+    def existing_units(self) -> DataFrame | None:
+        from pyspark.sql import functions as F
+
+        if not self.lake.exists("pool"):
+            return None
+        pool = self.lake.read("pool").select(
+            "sample_id", "image_id", "text", "labels", "phash", "phash_fine", "width", "height"
+        )
+        keys = pool.select("sample_id", "image_id", "text", "labels", "phash").mapInArrow(
+            _map_batches(functools.partial(_existing_keys_batch, options=self.options)),
+            _spark_schema(_SCREEN_SCHEMA),
+        )
+        return pool.join(keys, "sample_id").withColumn("existing", F.lit(True))
 
     # 3. exact + near dedup, new samples against each other and the existing pool
-    def dedup(self, samples: list[_Sample], existing: pa.Table | None) -> DedupInput:
-        old = existing.to_pylist() if existing is not None else []
-        n_new = len(samples)
-        fine = np.zeros((n_new + len(old), 32), dtype=np.uint8)
-        phash = np.zeros(n_new + len(old), dtype=np.uint64)
-        for k, row in enumerate([s.check for s in samples] + old):
-            if row and row["phash"] is not None:
-                phash[k] = phash_from_int64(row["phash"])
-                fine[k] = np.frombuffer(row["phash_fine"], dtype=np.uint8)
-        sizes = [s.check if s.check else {} for s in samples] + old
-        old_labels = [_labels_dict(r["labels"]) for r in old]
-        return DedupInput(
-            sample_id=[s.sample_id for s in samples] + [r["sample_id"] for r in old],
-            image_id=[s.norm_image_id for s in samples] + [r["image_id"] for r in old],
-            text=[s.text for s in samples] + [r["text"] for r in old],
-            image_text=[s.image_text for s in samples]
-            + [lb.get(IMAGE_TEXT_LABEL) for lb in old_labels],
-            phash=phash,
-            phash_fine=fine,
-            pixels=np.array(
-                [(r.get("width") or 0) * (r.get("height") or 0) for r in sizes], dtype=np.int64
-            ),
-            existing=np.array([False] * n_new + [True] * len(old)),
+    def dedup(self, survivors: DataFrame) -> tuple[DataFrame, DataFrame]:
+        """Returns (the new samples that survive exact and near dedup, their duplicates
+        ``sample_id, duplicate_of, dedup_level, score``)."""
+        from pyspark.sql import functions as F
+
+        cols = [
+            "sample_id",
+            "image_id",
+            "text",
+            "labels",
+            "phash",
+            "phash_fine",
+            "width",
+            "height",
+            "exact_key",
+            "has_image",
+            "has_text",
+            "minhash",
+            "near_bands",
+            "existing",
+        ]
+        units = survivors.select(*cols)
+        old = self.existing_units()
+        if old is not None:
+            units = units.unionByName(old.select(*cols))
+        alive, exact_dups = exact_level(units)
+        alive = self.persist(alive.withColumn("uid", F.xxhash64("sample_id")))
+        exact = exact_dups.select(
+            "sample_id",
+            "duplicate_of",
+            F.lit("exact").alias("dedup_level"),
+            F.lit(0.0).alias("score"),
         )
+        rule = NearRule(
+            self.options.near_radius, self.options.near_radius_fine, self.options.prompt_jaccard
+        )
+        pairs = near_pairs(alive, rule, self.shuffle_parts)
+        self.counts["near_pairs"] = pairs.num_rows
+        near = None
+        dropped = np.zeros(0, dtype=np.int64)
+        if pairs.num_rows:
+            a, b = pairs.column("a").to_numpy(), pairs.column("b").to_numpy()
+            ends = np.unique(np.concatenate([a, b]))
+            nodes = (
+                alive.join(self.uids(ends), "uid", "left_semi")
+                .select(
+                    "uid",
+                    "sample_id",
+                    "existing",
+                    "has_image",
+                    "phash",
+                    (
+                        F.coalesce("width", F.lit(0)).cast("long")
+                        * F.coalesce("height", F.lit(0)).cast("long")
+                    ).alias("pixels"),
+                )
+                .toArrow()
+            )
+            uid = nodes.column("uid").to_numpy()
+            sid = np.asarray(nodes.column("sample_id").to_pylist(), dtype=object)
+            existing = nodes.column("existing").to_numpy(zero_copy_only=False).astype(bool)
+            pixels = nodes.column("pixels").to_numpy()
+            # the reference's rank: existing first, larger image, smallest sample id
+            rank = np.empty(len(uid), dtype=np.int64)
+            rank[np.lexsort((sid, -pixels, ~existing))] = np.arange(len(uid))
+            dropped, reps = resolve_groups(a, b, uid, rank, ~existing)
+            pos = {int(u): i for i, u in enumerate(uid.tolist())}
+            ph = nodes.column("phash").fill_null(0).to_numpy().view(np.uint64)
+            img = nodes.column("has_image").to_numpy(zero_copy_only=False).astype(bool)
+            di = np.array([pos[int(u)] for u in dropped.tolist()], dtype=np.int64)
+            ri = np.array([pos[int(u)] for u in reps.tolist()], dtype=np.int64)
+            score = (
+                np.where(img[di], np.bitwise_count(ph[di] ^ ph[ri]).astype(np.float64), 0.0)
+                if len(di)
+                else np.zeros(0)
+            )
+            near = self.spark.createDataFrame(
+                pa.table(
+                    {
+                        "sample_id": pa.array(sid[di].tolist() if len(di) else [], pa.string()),
+                        "duplicate_of": pa.array(sid[ri].tolist() if len(ri) else [], pa.string()),
+                        "dedup_level": pa.array(["near"] * len(di), pa.string()),
+                        "score": pa.array(score, pa.float64()),
+                    }
+                )
+            )
+        live = alive.filter(~F.col("existing"))
+        if len(dropped):
+            live = live.join(self.uids(dropped), "uid", "left_anti")
+        dups = exact if near is None else exact.unionByName(near)
+        return live, dups
 
     # 4. embeddings of the survivors
-    def embed(self, samples: list[_Sample]) -> Embeddings | None:
+    def embed(self, live: DataFrame, checked: DataFrame) -> DataFrame | None:
+        """``sample_id`` + image/text/joint embeddings (null where missing or failed)."""
+        from pyspark.sql import functions as F
+
         if self.embedder is None:
             warnings.warn(
                 "preprocess: no embedder given; pool rows get no embeddings, and semantic "
@@ -363,89 +893,163 @@ class _Run:
                 stacklevel=3,
             )
             return None
-        if not samples:
-            return None
-        if is_spec(self.embedder):
-            from pyspark.sql import functions as F
-
-            assert self.checked is not None
-            sel = self.spark.createDataFrame(
-                pa.table(
-                    {
-                        "request_id": [s.sample_id for s in samples],
-                        "norm_image_id": pa.array(
-                            [s.norm_image_id for s in samples], type=pa.string()
-                        ),
-                        "text": pa.array([s.text for s in samples], type=pa.string()),
-                    }
-                )
-            )
-            img = self.checked.select("norm_image_id", F.col("data").alias("image"))
-            req = sel.join(img.dropDuplicates(["norm_image_id"]), "norm_image_id", "left")
-            index = {s.sample_id: i for i, s in enumerate(samples)}
-            emb = embed_spark(self.embedder, req.drop("norm_image_id"), index)
-        else:
-            data = self.image_bytes([s.norm_image_id for s in samples])
-            emb = embed_inprocess(
-                self.embedder,
-                [data.get(s.norm_image_id) if s.norm_image_id else None for s in samples],
-                [s.text for s in samples],
-                self.options.embed_batch_size,
-            )
-        self.counts["embedding_errors"] = emb.errors
-        return emb
-
-    def trusted(self, model: Any) -> bool:
-        return not is_untrained(model) or self.options.trust_untrained
-
-    def image_bytes(self, ids: Sequence[str | None]) -> dict[str, bytes]:
-        """Normalized bytes of ``ids`` on the driver (a join, not a literal IN list)."""
-        wanted = sorted({i for i in ids if i})
-        if not wanted:
-            return {}
-        assert self.checked is not None
-        keys = self.spark.createDataFrame(pa.table({"norm_image_id": wanted}))
-        got = (
-            self.checked.select("norm_image_id", "data")
-            .join(keys, "norm_image_id", "inner")
+        images = (
+            checked.select("norm_image_id", F.col("data").alias("image"))
             .dropDuplicates(["norm_image_id"])
+            .withColumnRenamed("norm_image_id", "image_id")
+        )
+        req = live.select("sample_id", "image_id", "text").join(images, "image_id", "left")
+        if is_spec(self.embedder):
+            from vlsafety.inference import run_inference
+
+            req = req.repartition(self.parts)
+            out = live.select("sample_id")
+            passes = {
+                "image_embedding": ("embed_image", F.col("image").isNotNull(), ["image"]),
+                "text_embedding": ("embed_text", F.col("text").isNotNull(), ["text"]),
+                "joint_embedding": (
+                    "embed_pair",
+                    F.col("image").isNotNull() & F.col("text").isNotNull(),
+                    ["image", "text"],
+                ),
+            }
+            errs = []
+            for name, (task, cond, cols) in passes.items():
+                got = run_inference(
+                    req.filter(cond).select(F.col("sample_id").alias("request_id"), *cols),
+                    self.embedder,
+                    task,
+                ).select(
+                    F.col("request_id").alias("sample_id"),
+                    F.when(F.col("error").isNull(), F.col("embedding")).alias(name),
+                    F.col("error").isNotNull().alias(f"_err_{name}"),
+                )
+                out = out.join(got, "sample_id", "left")
+                errs.append(F.coalesce(F.col(f"_err_{name}"), F.lit(False)))
+            err = errs[0] | errs[1] | errs[2]
+            emb = out.select(
+                "sample_id",
+                "image_embedding",
+                "text_embedding",
+                "joint_embedding",
+                err.alias("embedding_error"),
+            )
+        else:
+            emb = req.repartition(self.parts).mapInArrow(
+                functools.partial(
+                    _embed_object_partition,
+                    embedder=self.embedder,
+                    batch_size=self.options.embed_batch_size,
+                ),
+                _spark_schema(_EMB_SCHEMA),
+            )
+        return self.persist(emb)
+
+    # 5. semantic dedup
+    def semantic(self, live: DataFrame, emb: DataFrame) -> DataFrame | None:
+        """Semantic duplicates of the new samples (``sample_id, duplicate_of,
+        dedup_level, score``) against each other and the existing pool."""
+        from pyspark.sql import functions as F
+
+        vec = F.coalesce("joint_embedding", "image_embedding", "text_embedding")
+        new = (
+            live.select("uid", "sample_id", "existing")
+            .join(emb.select("sample_id", vec.alias("vec")), "sample_id")
+            .filter(F.col("vec").isNotNull())
+        )
+        dims = [r[0] for r in new.select(F.size("vec")).distinct().limit(2).collect()]
+        if len(dims) != 1:
+            return None
+        vectors = new
+        if self.lake.exists("pool"):
+            old = (
+                self.lake.read("pool")
+                .select(
+                    F.xxhash64("sample_id").alias("uid"),
+                    "sample_id",
+                    F.lit(True).alias("existing"),
+                    F.coalesce("joint_embedding", "image_embedding", "text_embedding").alias("vec"),
+                )
+                .filter(F.col("vec").isNotNull() & (F.size("vec") == dims[0]))
+            )
+            vectors = vectors.unionByName(old)
+        vectors = self.persist(vectors)
+        o = self.options
+        pairs, nodes, stats = semantic_pairs_spark(
+            vectors.select("uid", "vec"),
+            eps=o.semantic_eps,
+            cluster_size=o.semantic_cluster_size,
+            max_assign=o.semantic_max_assign,
+            seed=o.seed,
+            partitions=self.shuffle_parts,
+        )
+        self.counts.update({k: v for k, v in stats.items() if k == "semantic_clusters"})
+        if not pairs.num_rows:
+            return None
+        a, b = pairs.column("a").to_numpy(), pairs.column("b").to_numpy()
+        info = (
+            vectors.join(self.uids(np.unique(np.concatenate([a, b]))), "uid", "left_semi")
+            .select("uid", "sample_id", "existing")
             .toArrow()
         )
-        return dict(
+        uid = info.column("uid").to_numpy()
+        sid = np.asarray(info.column("sample_id").to_pylist(), dtype=object)
+        existing = info.column("existing").to_numpy(zero_copy_only=False).astype(bool)
+        cd = dict(
             zip(
-                got.column("norm_image_id").to_pylist(), got.column("data").to_pylist(), strict=True
+                nodes.column("uid").to_pylist(),
+                nodes.column("centroid_distance").to_pylist(),
+                strict=True,
+            )
+        )
+        dist = np.array([cd.get(int(u), np.inf) for u in uid.tolist()], dtype=np.float64)
+        rank = np.empty(len(uid), dtype=np.int64)
+        rank[np.lexsort((sid, dist, ~existing))] = np.arange(len(uid))
+        dropped, reps = resolve_groups(a, b, uid, rank, ~existing)
+        if not len(dropped):
+            return None
+        # the score is the cosine to the representative (a verified pair or not)
+        vec_of = (
+            vectors.join(self.uids(np.unique(np.concatenate([dropped, reps]))), "uid", "left_semi")
+            .select("uid", "vec")
+            .toArrow()
+        )
+        from vlsafety.preprocess._spark_dedup import vectors_numpy
+
+        vv = vectors_numpy(vec_of, "vec").astype(np.float64)
+        vv /= np.linalg.norm(vv, axis=1, keepdims=True)
+        vpos = {int(u): i for i, u in enumerate(vec_of.column("uid").to_pylist())}
+        pos = {int(u): i for i, u in enumerate(uid.tolist())}
+        score = [
+            float(vv[vpos[int(d)]] @ vv[vpos[int(r)]]) for d, r in zip(dropped, reps, strict=True)
+        ]
+        return self.spark.createDataFrame(
+            pa.table(
+                {
+                    "sample_id": pa.array([sid[pos[int(u)]] for u in dropped], pa.string()),
+                    "duplicate_of": pa.array([sid[pos[int(u)]] for u in reps], pa.string()),
+                    "dedup_level": pa.array(["semantic"] * len(dropped), pa.string()),
+                    "score": pa.array(score, pa.float64()),
+                }
             )
         )
 
     # 6. categorization
-    def categorize(
-        self, samples: list[_Sample], rows: list[int], emb: Embeddings | None
-    ) -> dict[int, _Decision]:
-        """Votes for ``samples`` (``rows``: their rows in ``emb``); returns decisions by
-        position and rejects the samples nothing can place."""
-        tax = self.taxonomy
-        n = len(samples)
-        source = [map_label(s.source, s.labels) for s in samples]
-        clip: list[str | None] = [None] * n
-        subcats: list[str | None] = [None] * n
-        if emb is not None and self.trusted(self.embedder) and n:
-            groups = class_vectors(self.embedder, self.spark, tax)
-            probs = zero_shot_probs(
-                class_embeddings(groups),
-                image=emb.image[rows],
-                text=emb.text[rows],
-                joint=emb.joint[rows],
-                logit_scale=self.options.clip_logit_scale,
-            )
-            vectors = emb.sample_vectors()[rows]
-            for j in range(n):
-                if np.isfinite(probs[j]).all():
-                    cat = tax.names[int(np.argmax(probs[j]))]
-                    clip[j] = cat
-                    subcats[j] = _closest_subcategory(tax, groups, cat, vectors[j])
-        verifier: list[str | None] = [None] * n
-        raws: list[str | None] = [None] * n
-        if self.verifier is not None and n:
+    def categorize(self, final: DataFrame, emb: DataFrame | None, checked: DataFrame) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        rows = final
+        if emb is not None:
+            rows = rows.join(emb.drop("embedding_error"), "sample_id", "left")
+        else:
+            for c in ("image_embedding", "text_embedding", "joint_embedding"):
+                rows = rows.withColumn(c, F.lit(None).cast("array<float>"))
+        classes = groups = None
+        if emb is not None and self.trusted(self.embedder):
+            groups = class_vectors(self.embedder, self.spark, self.taxonomy)
+            classes = class_embeddings(groups)
+        ask = False
+        if self.verifier is not None:
             if not self.trusted(self.verifier):
                 warnings.warn(
                     "preprocess: the verifier is untrained (random weights); its answers are "
@@ -453,162 +1057,152 @@ class _Run:
                     stacklevel=3,
                 )
             else:
-                data = self.image_bytes([s.norm_image_id for s in samples])
-                reqs = [
-                    VerifierRequest(
-                        data.get(s.norm_image_id) if s.norm_image_id else None,
-                        verifier_prompt(s.text, tax, clip[j] or source[j]),
-                    )
-                    for j, s in enumerate(samples)
-                ]
-                ask = verifier_callable(self.verifier, self.spark)
-                verifier, raws = verifier_votes(ask, reqs, tax)
-        out: dict[int, _Decision] = {}
-        for j, s in enumerate(samples):
-            keyword = None
-            if source[j] is None and clip[j] is None and verifier[j] is None:
-                probe = " ".join(t for t in (s.text, s.image_text) if t)
-                keyword = keyword_category(probe, tax)
-            v = combine_votes(
-                {"source": source[j], "verifier": verifier[j], "clip": clip[j], "keywords": keyword}
+                ask = True
+        plan = _VotePlan(self.taxonomy, classes, groups, self.options.clip_logit_scale, ask)
+        votes = rows.select(
+            "sample_id",
+            "source",
+            "labels",
+            "text",
+            "image_embedding",
+            "text_embedding",
+            "joint_embedding",
+        ).mapInArrow(
+            _map_batches(functools.partial(_votes_batch, plan=plan)), _spark_schema(_VOTES_SCHEMA)
+        )
+        votes = self.persist(votes)
+        if ask:
+            images = (
+                checked.select("norm_image_id", F.col("data").alias("image"))
+                .dropDuplicates(["norm_image_id"])
+                .withColumnRenamed("norm_image_id", "image_id")
             )
-            for voter, vote in v.votes.items():
-                if vote is not None:
-                    key = f"votes.{voter}"
-                    self.counts[key] = self.counts.get(key, 0) + 1
-            if v.category is None:
-                self.rejects.append(
-                    s.reject("uncategorized", "no source label, model vote or keyword placed it")
-                )
-                continue
-            sub = subcats[j] if clip[j] == v.category else None
-            out[j] = _Decision(v.category, sub, dict(v.votes), v.agreement, raws[j])
-        return out
-
-    # 7. writes
-    def pool_rows(
-        self,
-        samples: list[_Sample],
-        decisions: dict[int, _Decision],
-        rows: list[int],
-        emb: Embeddings | None,
-    ) -> list[dict[str, Any]]:
-        out = []
-        for j, d in sorted(decisions.items()):
-            s, c, r = samples[j], samples[j].check or {}, rows[j]
-            out.append(
-                {
-                    "sample_id": s.sample_id,
-                    "image_id": s.norm_image_id,
-                    "source_image_id": s.image_id,
-                    "text": s.text,
-                    "source": s.source,
-                    "source_ref": s.source_ref,
-                    "labels": list(s.labels.items()),
-                    "category": d.category,
-                    "subcategory": d.subcategory,
-                    "category_votes": [(k, v) for k, v in d.votes.items() if v is not None],
-                    "category_agreement": d.agreement,
-                    "verifier_raw": d.verifier_raw,
-                    "taxonomy": self.taxonomy.name,
-                    "width": c.get("width"),
-                    "height": c.get("height"),
-                    "n_frames": c.get("n_frames"),
-                    "normalization": c.get("normalization"),
-                    "phash": c.get("phash"),
-                    "phash_fine": c.get("phash_fine"),
-                    "image_embedding": _vec(emb.image[r]) if emb else None,
-                    "text_embedding": _vec(emb.text[r]) if emb else None,
-                    "joint_embedding": _vec(emb.joint[r]) if emb else None,
-                    "embedder": emb.model_id if emb else None,
-                    "embedder_untrained": emb.untrained if emb else None,
-                }
+            req = (
+                votes.select("sample_id", "verifier_question")
+                .join(rows.select("sample_id", "image_id"), "sample_id")
+                .join(images, "image_id", "left")
+                .drop("image_id")
+                .repartition(self.parts)
             )
-        return out
+            answers = self._ask(req)
+        else:
+            answers = votes.select("sample_id", F.lit(None).cast("string").alias("verifier_raw"))
+        decided = (
+            rows.join(votes.drop("verifier_question"), "sample_id")
+            .join(answers, "sample_id", "left")
+            .withColumn("source_image_id", F.col("_source_image_id"))
+            .withColumn("embedder", F.lit(self._embedder_id(emb)).cast("string"))
+            .withColumn("embedder_untrained", F.lit(self._embedder_untrained(emb)).cast("boolean"))
+        )
+        cols = [
+            f.name
+            for f in POOL_SCHEMA
+            if f.name
+            not in (
+                "category",
+                "subcategory",
+                "category_votes",
+                "category_agreement",
+                "verifier_raw",
+                "taxonomy",
+            )
+        ]
+        decided = decided.select(
+            *cols, "vote_source", "vote_clip", "clip_subcategory", "verifier_raw"
+        ).mapInArrow(
+            _map_batches(functools.partial(_decide_batch, taxonomy=self.taxonomy)),
+            _spark_schema(_DECIDED_SCHEMA),
+        )
+        return self.persist(decided)
 
-    def write(self, pool_rows: list[dict[str, Any]], dup_rows: list[dict[str, Any]]) -> None:
+    def _ask(self, req: DataFrame) -> DataFrame:
         from pyspark.sql import functions as F
 
-        assert self.checked is not None
-        kept_images = sorted({r["source_image_id"] for r in pool_rows if r["source_image_id"]})
-        if kept_images:
-            keys = self.spark.createDataFrame(pa.table({"image_id": kept_images}))
-            normalized = (
-                self.checked.filter(F.col("changed"))
-                .join(keys, "image_id", "inner")
-                .select(
-                    F.col("norm_image_id").alias("image_id"),
-                    F.col("data").alias("bytes"),
-                    F.length("data").cast("bigint").alias("size_bytes"),
-                    "width",
-                    "height",
-                    F.lit("PNG").alias("format"),
-                    "mode",
-                    F.lit(1).cast("int").alias("n_frames"),
-                    F.lit(None).cast("int").alias("exif_orientation"),
-                    "phash",
-                    F.lower(F.lpad(F.hex(F.col("phash")), 16, "0")).alias("phash_hex"),
-                    F.lit(None).cast("string").alias("decode_error"),
+        if is_spec(self.verifier):
+            from vlsafety.inference import run_inference
+            from vlsafety.models import SamplingParams
+
+            messages = F.to_json(
+                F.array(
+                    F.struct(
+                        F.lit("user").alias("role"), F.col("verifier_question").alias("content")
+                    )
                 )
-                .dropDuplicates(["image_id"])
             )
-            if normalized.limit(1).count():
-                self.counts["images_version"] = self.lake.write(
-                    normalized, "images", "merge", keys=["image_id"]
-                )
-        if pool_rows:
-            table = pa.Table.from_pylist(pool_rows, schema=POOL_SCHEMA)
-            self.counts["pool_version"] = self.lake.write(
-                table, "pool", "merge", keys=["sample_id"]
+            out = run_inference(
+                req.select(
+                    F.col("sample_id").alias("request_id"),
+                    messages.alias("messages_json"),
+                    "image",
+                ),
+                self.verifier,
+                "chat",
+                sampling=SamplingParams(temperature=0.0, max_tokens=24),
             )
-        if dup_rows:
-            table = pa.Table.from_pylist(dup_rows, schema=_DUPLICATES_SCHEMA)
+            return out.select(
+                F.col("request_id").alias("sample_id"),
+                F.when(F.col("error").isNull(), F.col("text")).alias("verifier_raw"),
+            )
+        return req.mapInArrow(
+            functools.partial(
+                _ask_object_partition, verifier=self.verifier, taxonomy=self.taxonomy
+            ),
+            _spark_schema(_ANSWER_SCHEMA),
+        )
+
+    def _embedder_id(self, emb: DataFrame | None) -> str | None:
+        if emb is None:
+            return None
+        if is_spec(self.embedder):
+            return str(self.embedder.id)
+        spec = getattr(self.embedder, "spec", None)
+        return str(getattr(spec, "id", None) or type(self.embedder).__name__)
+
+    def _embedder_untrained(self, emb: DataFrame | None) -> bool | None:
+        return None if emb is None else is_untrained(self.embedder)
+
+    # 7. writes
+    def write(
+        self, pool: DataFrame, dups: DataFrame, rejects: DataFrame, checked: DataFrame
+    ) -> None:
+        from pyspark.sql import functions as F
+
+        kept_images = pool.select(F.col("source_image_id").alias("image_id")).where(
+            F.col("image_id").isNotNull()
+        )
+        normalized = (
+            checked.filter(F.col("changed"))
+            .join(kept_images, "image_id", "left_semi")
+            .select(
+                F.col("norm_image_id").alias("image_id"),
+                F.col("data").alias("bytes"),
+                F.length("data").cast("bigint").alias("size_bytes"),
+                "width",
+                "height",
+                F.lit("PNG").alias("format"),
+                "mode",
+                F.lit(1).cast("int").alias("n_frames"),
+                F.lit(None).cast("int").alias("exif_orientation"),
+                "phash",
+                F.lower(F.lpad(F.hex(F.col("phash")), 16, "0")).alias("phash_hex"),
+                F.lit(None).cast("string").alias("decode_error"),
+            )
+            .dropDuplicates(["image_id"])
+        )
+        if normalized.limit(1).count():
+            self.counts["images_version"] = self.lake.write(
+                normalized, "images", "merge", keys=["image_id"]
+            )
+        if self.counts["kept"]:
+            self.counts["pool_version"] = self.lake.write(pool, "pool", "merge", keys=["sample_id"])
+        if self.counts.get("duplicates", 0):
             self.counts["duplicates_version"] = self.lake.write(
-                table, "duplicates", "merge", keys=["sample_id"]
+                dups, "duplicates", "merge", keys=["sample_id"]
             )
-        if self.rejects:
+        if self.counts["rejected"]:
             self.counts["rejects_version"] = self.lake.write(
-                rejects_to_arrow(self.rejects), "rejects", "merge", keys=["reject_id"]
+                rejects, "rejects", "merge", keys=["reject_id"]
             )
-
-    def close(self) -> None:
-        for df in (self.checked, self.pending_df):
-            if df is not None:
-                df.unpersist()
-
-
-def _closest_subcategory(
-    taxonomy: Taxonomy, groups: list[np.ndarray], category: str, vector: np.ndarray
-) -> str | None:
-    """The subcategory of ``category`` whose description embedding is closest to
-    ``vector`` (``groups[k]`` rows: the category text, then each subcategory's)."""
-    ci = taxonomy.index(category)
-    subs = taxonomy.categories[ci].subcategories
-    if not subs or not np.isfinite(vector).all():
-        return None
-    sub_vecs = groups[ci][1:]
-    sims = sub_vecs @ vector / (np.linalg.norm(sub_vecs, axis=1) * np.linalg.norm(vector))
-    return subs[int(np.argmax(sims))].name
-
-
-def _existing_vectors(existing: pa.Table | None) -> np.ndarray | None:
-    """Sample vectors of the existing pool rows (joint, else image, else text); None when
-    the pool has no embeddings of one common dimension."""
-    if existing is None or existing.num_rows == 0:
-        return None
-    cols = [
-        existing.column(c).to_pylist()
-        for c in ("joint_embedding", "image_embedding", "text_embedding")
-    ]
-    dims = {len(v) for c in cols for v in c if v}
-    if len(dims) != 1:
-        return None
-    out = np.full((existing.num_rows, dims.pop()), np.nan, dtype=np.float32)
-    for i in range(existing.num_rows):
-        vec = next((c[i] for c in cols if c[i]), None)
-        if vec is not None:
-            out[i] = vec
-    return out
 
 
 def run_preprocess(
@@ -622,10 +1216,11 @@ def run_preprocess(
 
     Args:
         embedder: None (no embeddings: semantic dedup and CLIP votes are skipped), a
-            ``ModelSpec`` (embeddings on executors) or a loaded Embedder (on the driver).
+            ``ModelSpec`` (loaded once per executor worker), or a loaded Embedder
+            (``embed_images`` / ``embed_texts`` / ``embed_pairs``), shipped to the tasks.
             An untrained one still provides the stored embeddings but no decisions.
         verifier: None, a ``ModelSpec`` (chat, on executors), a ChatModel, or a callable
-            ``list[VerifierRequest] -> list[str | None]``.
+            ``list[VerifierRequest] -> list[str | None]`` (both shipped to the tasks).
 
     Returns counts: ``pending`` = ``kept`` + ``rejected`` (checked), ``rejected.<reason>``,
     ``dedup.<level>``, ``votes.<voter>``, ``semantic_dedup`` (whether it ran), and the
@@ -643,100 +1238,127 @@ def run_preprocess(
 
 
 def _run(run: _Run) -> dict[str, Any]:
-    options, counts = run.options, run.counts
-    samples = run.load_pending()
-    counts["pending"] = len(samples)
-    if not samples:
-        return counts
-    run.check_images(samples)
-    survivors = run.filter(samples)
+    from pyspark.sql import functions as F
 
-    existing = (
-        run.lake.read_arrow("pool", columns=_EXISTING_COLUMNS) if run.lake.exists("pool") else None
-    )
-    data = run.dedup(survivors, existing)
-    result = deduplicate(
-        data,
-        radius=options.near_radius,
-        radius_fine=options.near_radius_fine,
-        jaccard=options.prompt_jaccard,
-        bands=options.mih_bands,
-        shingle_size=options.shingle_size,
-        num_perm=options.minhash_perms,
-    )
-    live = [k for k in range(len(survivors)) if result.duplicate_of[k] < 0]
-    emb = run.embed([survivors[k] for k in live])
+    counts = run.counts
+    pending = run.load_pending()
+    counts["pending"] = pending.count()
+    if not counts["pending"]:
+        return counts
+    checked = run.check_images(pending)
+    screened = run.screen(pending, checked)
+    filtered = screened.filter(F.col("reason").isNotNull())
+    survivors = screened.filter(F.col("reason").isNull())
+
+    live, dups = run.dedup(survivors)
+    live = run.persist(live)
+    emb = run.embed(live, checked)
     semantic = emb is not None and run.trusted(run.embedder)
     if emb is not None and not semantic:
         warnings.warn(
-            f"preprocess: embedder {emb.model_id!r} is untrained (random weights); its "
+            f"preprocess: embedder {run._embedder_id(emb)!r} is untrained (random weights); its "
             "embeddings are stored for selection, but semantic dedup and CLIP votes are "
             "skipped (fallback: source labels, keyword rules, exact and perceptual dedup)",
             stacklevel=3,
         )
+    final = live
     if semantic and emb is not None:
-        vectors = emb.sample_vectors()
-        idx = np.array(live, dtype=np.int64)
-        old = _existing_vectors(existing)
-        if old is not None and old.shape[1] == vectors.shape[1]:
-            idx = np.concatenate([idx, len(survivors) + np.arange(len(old))])
-            vectors = np.concatenate([vectors, old])
-        ok = np.isfinite(vectors).all(axis=1)
-        deduplicate_semantic(
-            result,
-            idx[ok],
-            vectors[ok],
-            data.existing,
-            data.sample_id,
-            eps=options.semantic_eps,
-            cluster_size=options.semantic_cluster_size,
-            max_assign=options.semantic_max_assign,
-            seed=options.seed,
-        )
+        sem = run.semantic(live, emb)
+        if sem is not None:
+            dups = dups.unionByName(sem)
+            final = live.join(sem.select("sample_id"), "sample_id", "left_anti")
     counts["semantic_dedup"] = bool(semantic)
+    if emb is not None:
+        counts["embedding_errors"] = emb.filter(F.col("embedding_error")).count()
 
-    row_of = {k: j for j, k in enumerate(live)}
-    final = [k for k in live if result.duplicate_of[k] < 0]
-    final_rows = [row_of[k] for k in final]
-    decisions = run.categorize([survivors[k] for k in final], final_rows, emb)
-
-    dup_rows = []
-    for k, s in enumerate(survivors):
-        rep = int(result.duplicate_of[k])
-        if rep < 0:
-            continue
-        level, of = result.level[k], data.sample_id[rep]
-        run.rejects.append(
-            s.reject(
-                f"duplicate_{level}",
-                f"duplicate of {of} (level {level}, score {result.score[k]:.4g})",
-            )
+    # pool rows: the normalized image id as image_id, the raw one as source_image_id
+    final_rows = (
+        final.select("sample_id")
+        .join(
+            screened.select(
+                "sample_id",
+                "image_id",
+                "text",
+                "source",
+                "source_ref",
+                "labels",
+                "width",
+                "height",
+                "n_frames",
+                "normalization",
+                "phash",
+                "phash_fine",
+            ),
+            "sample_id",
         )
-        dup_rows.append(
-            {
-                "sample_id": s.sample_id,
-                "duplicate_of": of,
-                "dedup_level": level,
-                "score": float(result.score[k]),
-                "source": s.source,
-                "source_ref": s.source_ref,
-            }
-        )
-    pool_rows = run.pool_rows([survivors[k] for k in final], decisions, final_rows, emb)
+        .join(pending.select("sample_id", F.col("image_id").alias("_source_image_id")), "sample_id")
+    )
+    decided = run.categorize(final_rows, emb, checked)
+    pool = decided.filter(~F.col("uncategorized")).drop("uncategorized")
+    uncategorized = decided.filter(F.col("uncategorized")).select(
+        "sample_id",
+        F.lit("uncategorized").alias("reason"),
+        F.lit("no source label, model vote or keyword placed it").alias("detail"),
+    )
 
-    counts["kept"] = len(pool_rows)
-    counts["rejected"] = len(run.rejects)
-    reasons: dict[str, int] = {}
-    for r in run.rejects:
-        reasons[r.reason] = reasons.get(r.reason, 0) + 1
-    for reason, c in sorted(reasons.items()):
+    origin = pending.select("sample_id", "source", "source_ref")
+    dups = run.persist(dups.join(origin, "sample_id"))
+    no_dup = [
+        F.lit(None).cast("string").alias("duplicate_of"),
+        F.lit(None).cast("string").alias("dedup_level"),
+        F.lit(None).cast("double").alias("score"),
+    ]
+    dup_rejects = dups.select(
+        "sample_id",
+        F.concat(F.lit("duplicate_"), F.col("dedup_level")).alias("reason"),
+        F.lit(None).cast("string").alias("detail"),
+        "duplicate_of",
+        "dedup_level",
+        "score",
+    )
+    reject_rows = (
+        filtered.select("sample_id", "reason", "detail", *no_dup)
+        .unionByName(dup_rejects)
+        .unionByName(uncategorized.select("*", *no_dup))
+        .join(origin, "sample_id")
+    )
+    rejects = run.persist(
+        reject_rows.select(
+            "reason",
+            "detail",
+            "source",
+            "source_ref",
+            "sample_id",
+            "duplicate_of",
+            "dedup_level",
+            "score",
+        ).mapInArrow(_map_batches(_reject_batch), _spark_schema(_REJECT_SCHEMA))
+    )
+
+    by_reason = {
+        r["reason"]: int(r["n"])
+        for r in rejects.groupBy("reason").agg(F.count("*").alias("n")).collect()
+    }
+    counts["kept"] = pool.count()
+    counts["rejected"] = sum(by_reason.values())
+    counts["duplicates"] = sum(v for k, v in by_reason.items() if k.startswith("duplicate_"))
+    for reason, c in sorted(by_reason.items()):
         counts[f"rejected.{reason}"] = c
     for level in ("exact", "near", "semantic"):
-        counts[f"dedup.{level}"] = reasons.get(f"duplicate_{level}", 0)
+        counts[f"dedup.{level}"] = by_reason.get(f"duplicate_{level}", 0)
+    voters = ("source", "verifier", "clip", "keywords")
+    agg = decided.agg(
+        *[F.sum(F.col("category_votes")[v].isNotNull().cast("int")).alias(v) for v in voters]
+    ).collect()[0]
+    for v in voters:
+        if agg[v]:
+            counts[f"votes.{v}"] = int(agg[v])
     if counts["pending"] != counts["kept"] + counts["rejected"]:
         raise RuntimeError(
             f"preprocess counts do not balance: pending {counts['pending']} != kept "
             f"{counts['kept']} + rejected {counts['rejected']}"
         )
-    run.write(pool_rows, dup_rows)
+    run.write(pool, dups.select(*_DUP_COLUMNS, "source", "source_ref"), rejects, checked)
+    counts.pop("duplicates", None)
+    counts.pop("near_pairs", None)
     return counts
