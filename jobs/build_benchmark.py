@@ -2,8 +2,14 @@
 
     spark-submit jobs/build_benchmark.py --conf conf/cluster.yaml [--set KEY=VALUE ...]
 
-Same job as ``vlsafety build``: the active SparkSession (created by spark-submit or
-Databricks) is used, so cluster settings come from spark-submit / the cluster.
+Same job as ``vlsafety build``. spark-submit's (or Databricks') master and settings win:
+the config's ``spark.master`` is never given to the session builder here, and the
+config only fills in settings the launcher left open (see :mod:`vlsafety.spark`). With a
+non-local master the lake root must be one every executor sees (an object store,
+``dbfs:/``, or a mount declared ``lake.shared: true``); a local root exits with status 2.
+
+    spark-submit --master spark://host:7077 --driver-memory 4g \
+        jobs/build_benchmark.py --conf conf/cluster.yaml --set lake.shared=true
 """
 
 from __future__ import annotations

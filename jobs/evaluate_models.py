@@ -1,6 +1,8 @@
 """spark-submit entry point of the evaluate job.
 
 spark-submit jobs/evaluate_models.py --conf conf/cluster.yaml --benchmark benchmark@3 --models a,b
+
+As ``jobs/build_benchmark.py``: spark-submit's master and settings win over the config.
 """
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ def _lake(cfg: Config, *, spark: bool = False) -> Any:
         from vlsafety.spark import get_spark
 
         session = get_spark(cfg.spark)
-    return Lake(cfg.lake.root, session, storage_options=cfg.lake.storage_options)
+    # with a session: refuses a local root its executors cannot share (exit 2, one line)
+    return Lake.from_config(cfg.lake, session)
 
 
 # --------------------------------------------------------------------------- tables

@@ -53,10 +53,16 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class LakeConfig:
-    """Where the Delta tables live: a local folder or a cloud/DBFS path."""
+    """Where the Delta tables live: a local folder or a cloud/DBFS path.
+
+    ``shared: true`` declares a local-looking root (a plain path or ``file://``) to be a
+    mount every executor sees (NFS and the like); without it a non-local Spark master
+    with a local root is refused, since executors would stage files the driver cannot see.
+    """
 
     root: str = "lake"
     storage_options: dict[str, str] = field(default_factory=dict)
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,8 @@ class SparkConfig:
 
     @property
     def is_local(self) -> bool:
-        return self.master.startswith("local")
+        """``local`` / ``local[...]``; ``local-cluster[...]`` is a real (if small) cluster."""
+        return self.master == "local" or self.master.startswith("local[")
 
 
 @dataclass(frozen=True)

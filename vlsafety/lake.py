@@ -11,6 +11,14 @@
   the table schema before the commit; a failed write removes its staged files, so a
   table is always at a clean version.
 
+Roots: a local folder, or an object-store URI (``s3://``, ``abfss://``, ``gs://``,
+``file://``). With delta-rs, object-store roots pass ``storage_options`` to every
+delta-rs call and to the filesystem that lists staged files and reads their footers;
+Spark stages and reads at the Hadoop spelling of the same place (``s3://`` → ``s3a://``).
+``dbfs:/`` roots are Databricks': everything goes through Spark's native Delta and no
+``dbfs:/`` path is ever handed to delta-rs. :func:`check_shared_root` refuses a local
+root under a non-local Spark master unless the config declares it shared.
+
 Every write is one atomic commit that carries the active MLflow run id and CLI
 command (see :func:`commit_context`), so ``history`` links tables to runs.
 """
@@ -22,7 +30,7 @@ import contextvars
 import json
 import os
 import re
-import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,20 +40,28 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pa_fs
 import pyarrow.parquet as pq
+
+from vlsafety.config import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
+    from vlsafety.config import LakeConfig
+
 __all__ = [
     "Lake",
     "LakeError",
+    "LakeNotSharedError",
     "SchemaMismatchError",
     "TableNotFoundError",
     "WriteMode",
+    "check_shared_root",
     "commit_context",
     "parse_table_ref",
+    "spark_uri",
     "validate_table_name",
 ]
 
@@ -53,6 +69,13 @@ WriteMode = Literal["append", "overwrite", "merge"]
 _MODES: tuple[str, ...] = ("append", "overwrite", "merge")
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _META_PREFIX = "vlsafety."
+#: ``scheme:`` of a URI; one letter is a Windows drive, not a scheme.
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):")
+_COMMIT_FILE = re.compile(r"^\d+\.json$")
+#: Object-store schemes as delta-rs spells them → as Spark's Hadoop connectors do.
+_HADOOP_SCHEMES = {"s3": "s3a"}
+#: Local-looking roots that Databricks mounts on every node (FUSE): shared by nature.
+_CLUSTER_MOUNTS = ("/dbfs/", "/Volumes/")
 
 #: Commit metadata attached to every write made inside the context (run id, command).
 _COMMIT_CONTEXT: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
@@ -73,6 +96,52 @@ class TableNotFoundError(LakeError, KeyError):
 
 class SchemaMismatchError(LakeError):
     """Data files do not match the table schema (checked before committing)."""
+
+
+class LakeNotSharedError(ConfigError, LakeError):
+    """A local lake root under a non-local Spark master (the CLI exits 2, one line)."""
+
+
+def _scheme(root: str) -> str:
+    """``"s3"`` for ``s3://b/x``, ``"dbfs"`` for ``dbfs:/x``, ``""`` for a plain path."""
+    m = _SCHEME.match(root)
+    return m.group(1).lower() if m else ""
+
+
+def spark_uri(uri: str) -> str:
+    """The Hadoop spelling Spark needs for an object-store URI (``s3://`` → ``s3a://``);
+    others (``abfss://``, ``gs://``, ``file://``, plain paths) are unchanged."""
+    scheme = _scheme(uri)
+    if scheme in _HADOOP_SCHEMES:
+        return _HADOOP_SCHEMES[scheme] + uri[len(scheme) :]
+    return uri
+
+
+def check_shared_root(root: str, master: str, *, shared: bool = False) -> None:
+    """Refuse a local-looking lake ``root`` under a non-local Spark ``master``.
+
+    Executors stage parquet under the root and the driver commits what it sees there:
+    with a root on each machine's own disk the driver would silently commit only its
+    own files. Object stores, ``dbfs:/`` and Databricks' ``/dbfs/`` and ``/Volumes/``
+    mounts are visible everywhere; any other local root must be declared
+    ``lake.shared: true`` (an NFS-style mount on every node).
+
+    Raises:
+        LakeNotSharedError: one line naming the root, the master and the fix.
+    """
+    from vlsafety.spark import is_local_master
+
+    scheme = _scheme(root)
+    if shared or is_local_master(master) or scheme not in ("", "file"):
+        return
+    path = root[len("file://") :] if scheme == "file" else root
+    if any(os.path.abspath(path).startswith(m) for m in _CLUSTER_MOUNTS):
+        return
+    raise LakeNotSharedError(
+        f"lake.root: {root!r} is a local path but Spark runs on {master!r}; executors would "
+        "stage files the driver cannot see. Use a root every node sees (s3://, abfss://, "
+        "gs://, dbfs:/) or declare a shared mount with lake.shared: true"
+    )
 
 
 def validate_table_name(name: str) -> str:
@@ -226,10 +295,14 @@ class Lake:
     """Versioned Delta tables under one root. See the module docstring.
 
     Args:
-        root: local folder (created on demand) or a URI (``s3://``, ``abfss://``, ``dbfs:/``).
+        root: local folder (created on demand) or a URI (``s3://``, ``abfss://``, ``gs://``,
+            ``file://``, ``dbfs:/``).
         spark: the Spark session; required to read as Spark DataFrames and to write them.
         engine: ``"auto"`` picks native Delta when the session has it, else delta-rs.
-        storage_options: passed to delta-rs for cloud storage.
+        storage_options: passed to delta-rs (and its object store) for cloud storage.
+
+    Raises:
+        LakeError: a ``dbfs:/`` root without a native-Delta Spark session.
     """
 
     def __init__(
@@ -241,7 +314,9 @@ class Lake:
         storage_options: Mapping[str, str] | None = None,
     ) -> None:
         root_str = os.fspath(root)
-        self._local = "://" not in root_str and not root_str.startswith("dbfs:")
+        scheme = _scheme(root_str)
+        self._local = scheme == ""
+        self._dbfs = scheme == "dbfs"
         self.root = str(Path(root_str).resolve()) if self._local else root_str.rstrip("/")
         self.spark = spark
         self.storage_options = dict(storage_options or {})
@@ -249,14 +324,54 @@ class Lake:
             from vlsafety.spark import has_native_delta
 
             engine = "native" if spark is not None and has_native_delta(spark) else "delta-rs"
+        if self._dbfs and engine != "native":
+            raise LakeError(
+                f"{self.root}: dbfs:/ roots are read and written through Spark's native Delta "
+                "(Databricks); this session has none"
+            )
         self.engine = engine
         self._listeners: list[Callable[[TableEvent], None]] = []
+
+    @classmethod
+    def from_config(cls, cfg: LakeConfig, spark: SparkSession | None = None) -> Lake:
+        """The lake ``cfg`` declares; with a session, first :func:`check_shared_root`."""
+        if spark is not None:
+            from vlsafety.spark import session_master
+
+            check_shared_root(cfg.root, session_master(spark), shared=cfg.shared)
+        return cls(cfg.root, spark, storage_options=cfg.storage_options)
 
     # ------------------------------------------------------------------ paths
     def path(self, table: str) -> str:
         """Location of ``table`` (a local path or URI)."""
         validate_table_name(table)
         return f"{self.root}/{table}"
+
+    def _delta_uri(self, table: str) -> str:
+        """``table``'s location as delta-rs is given it: never a ``dbfs:/`` path."""
+        if self._dbfs:  # pragma: no cover - __init__ refuses delta-rs on dbfs:/ roots
+            raise LakeError(f"delta-rs cannot open {self.path(table)}: dbfs:/ is Spark's")
+        return self.path(table)
+
+    def _spark_location(self, table: str, rel: str = "") -> str:
+        """Where Spark reads and writes ``table`` (Hadoop scheme: ``s3a://``)."""
+        where = self.path(table) + (f"/{rel}" if rel else "")
+        return where if self._local else spark_uri(where)
+
+    def _files(self, table: str) -> tuple[pa_fs.FileSystem, str]:
+        """A filesystem over ``table``'s files and the table folder's path in it.
+
+        Local roots use pyarrow's local filesystem; object-store roots delta-rs' own
+        object store (same ``storage_options`` as the commits), rooted at the table.
+        """
+        if self._local:
+            return pa_fs.LocalFileSystem(), self.path(table)
+        from deltalake.fs import DeltaStorageHandler
+
+        uri = self._delta_uri(table)
+        if _scheme(uri) == "file":  # object_store's local backend wants the folder to exist
+            Path(_file_uri_path(uri)).mkdir(parents=True, exist_ok=True)
+        return pa_fs.PyFileSystem(DeltaStorageHandler(uri, self.storage_options or None)), ""
 
     def add_listener(self, fn: Callable[[TableEvent], None]) -> None:
         """Call ``fn`` on every table read/write (used by tracking to log Delta versions)."""
@@ -278,7 +393,9 @@ class Lake:
 
         try:
             return DeltaTable(
-                self.path(table), version=version, storage_options=self.storage_options or None
+                self._delta_uri(table),
+                version=version,
+                storage_options=self.storage_options or None,
             )
         except DeltaNotFound as exc:
             raise TableNotFoundError(f"table {table!r} not found under {self.root}") from exc
@@ -290,29 +407,47 @@ class Lake:
             raise
 
     def exists(self, table: str) -> bool:
+        if self.engine == "native":
+            try:
+                self._native_history(table, 1)
+            except TableNotFoundError:
+                return False
+            return True
         from deltalake import DeltaTable
 
-        return bool(DeltaTable.is_deltatable(self.path(table), self.storage_options or None))
+        return bool(DeltaTable.is_deltatable(self._delta_uri(table), self.storage_options or None))
 
     def tables(self) -> list[str]:
-        """Names of the Delta tables directly under the root (local roots only)."""
-        if not self._local:
-            raise LakeError("listing tables needs a local lake root; use a catalog on clusters")
-        root = Path(self.root)
-        if not root.is_dir():
-            return []
-        return sorted(
-            p.name
-            for p in root.iterdir()
-            if (p / "_delta_log").is_dir() and _TABLE_NAME.match(p.name)
-        )
+        """Names of the Delta tables directly under the root (not under ``dbfs:/``)."""
+        if self._dbfs:
+            raise LakeError("listing tables under dbfs:/ is not supported; use a catalog")
+        if self._local or _scheme(self.root) == "file":
+            local = Path(self.root if self._local else _file_uri_path(self.root))
+            if not local.is_dir():
+                return []
+            return sorted(
+                p.name
+                for p in local.iterdir()
+                if (p / "_delta_log").is_dir() and _TABLE_NAME.match(p.name)
+            )
+        from deltalake.fs import DeltaStorageHandler
+
+        fs = pa_fs.PyFileSystem(DeltaStorageHandler(self.root, self.storage_options or None))
+        infos = fs.get_file_info(pa_fs.FileSelector("", allow_not_found=True))
+        names = [i.base_name for i in infos if i.type == pa_fs.FileType.Directory]
+        return sorted(n for n in names if _TABLE_NAME.match(n) and self.exists(n))
 
     def version(self, table: str) -> int:
+        if self.engine == "native":
+            return int(self._native_history(table, 1)[0]["version"])
         return int(self._dt(table).version())
 
     def keys(self, table: str) -> list[str]:
         """Key columns declared when the table was created (empty if none)."""
-        desc = self._dt(table).metadata().description
+        if self.engine == "native":
+            desc = self._native_detail(table).get("description")
+        else:
+            desc = self._dt(table).metadata().description
         if not desc:
             return []
         try:
@@ -321,12 +456,53 @@ class Lake:
             return []
 
     def schema(self, table: str, version: int | None = None) -> pa.Schema:
+        if self.engine == "native":
+            from pyspark.sql.pandas.types import to_arrow_schema
+
+            return normalize_schema(to_arrow_schema(self.read(table, version, track=False).schema))
         return pa.schema(self._dt(table, version).schema().to_arrow())
+
+    # ------------------------------------------------- native (Spark) metadata
+    def _native_history(self, table: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """``DESCRIBE HISTORY`` as delta-rs shaped entries (our commit metadata unpacked)."""
+        spark = self._require_spark()
+        sql = f"DESCRIBE HISTORY delta.`{self._spark_location(table)}`"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        try:
+            rows = spark.sql(sql).collect()  # one small row per version, not table data
+        except Exception as exc:
+            raise TableNotFoundError(f"table {table!r} not found under {self.root}") from exc
+        if not rows:
+            raise TableNotFoundError(f"table {table!r} not found under {self.root}")
+        entries = []
+        for row in rows:
+            d = row.asDict()
+            entry: dict[str, Any] = {"version": d["version"], "operation": d.get("operation")}
+            ts: Any = d.get("timestamp")
+            entry["timestamp"] = ts.timestamp() * 1000 if isinstance(ts, datetime) else ts
+            with contextlib.suppress(ValueError):  # not ours: no metadata to unpack
+                entry.update(json.loads(d.get("userMetadata") or "{}"))
+            entries.append(entry)
+        return entries
+
+    def _native_detail(self, table: str) -> dict[str, Any]:
+        spark = self._require_spark()
+        try:
+            rows = spark.sql(f"DESCRIBE DETAIL delta.`{self._spark_location(table)}`").collect()
+        except Exception as exc:
+            raise TableNotFoundError(f"table {table!r} not found under {self.root}") from exc
+        return dict(rows[0].asDict()) if rows else {}
 
     def history(self, table: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Newest first: version, timestamp (UTC ISO), operation, run id, command, metadata."""
         out = []
-        for entry in self._dt(table).history(limit):
+        entries = (
+            self._native_history(table, limit)
+            if self.engine == "native"
+            else self._dt(table).history(limit)
+        )
+        for entry in entries:
             meta = {
                 k[len(_META_PREFIX) :]: v for k, v in entry.items() if k.startswith(_META_PREFIX)
             }
@@ -384,7 +560,7 @@ class Lake:
                 reader = reader.option("versionAsOf", version)
             if timestamp is not None:
                 reader = reader.option("timestampAsOf", str(timestamp))
-            df = reader.load(self.path(table))
+            df = reader.load(self._spark_location(table))
             if track:
                 self._emit("read", table, version if version is not None else self.version(table))
             return df
@@ -392,7 +568,7 @@ class Lake:
 
         dt = self._resolve_version(table, version, timestamp)
         spark_schema = StructType.fromJson(json.loads(dt.schema().to_json()))
-        files = dt.file_uris()
+        files = [spark_uri(f) for f in dt.file_uris()]
         if files:
             df = spark.read.schema(spark_schema).parquet(*files)
         else:
@@ -413,6 +589,12 @@ class Lake:
         """The table as a pyarrow Table, read on the driver (pyarrow dataset over the files)."""
         import pyarrow.dataset as ds
 
+        if self.engine == "native":
+            df = self.read(table, version, timestamp, track=False)
+            result = (df.select(*columns) if columns is not None else df).toArrow()
+            if track:
+                self._emit("read", table, version if version is not None else self.version(table))
+            return result
         dt = self._resolve_version(table, version, timestamp)
         schema = normalize_schema(pa.schema(dt.schema().to_arrow()))
         files = dt.file_uris()
@@ -425,7 +607,12 @@ class Lake:
             empty = schema.empty_table()
             result = empty.select(cols) if cols else empty
         else:
-            dataset = ds.dataset(files, schema=schema, format="parquet")
+            # object stores: delta-rs' filesystem, with the lake's storage options
+            dataset = (
+                ds.dataset(files, schema=schema, format="parquet")
+                if self._local
+                else dt.to_pyarrow_dataset(schema=schema)
+            )
             result = dataset.to_table(columns=cols)
         if track:
             self._emit("read", table, int(dt.version()))
@@ -459,10 +646,11 @@ class Lake:
         if mode == "merge" and not declared:
             raise ValueError(f"merge into {table!r} needs key columns (keys=[...])")
         app_id = f"vlsafety/{table}/{idempotency_key}" if idempotency_key else None
-        if app_id and exists and self._dt(table).transaction_version(app_id) is not None:
-            return self.version(table)
         if self.engine == "native":
-            version = self._write_native(df, table, mode, declared, metadata, exists)
+            # Delta skips a write whose app transaction it has seen (txnAppId/txnVersion)
+            version = self._write_native(df, table, mode, declared, metadata, exists, app_id)
+        elif app_id and exists and self._dt(table).transaction_version(app_id) is not None:
+            return self.version(table)
         else:
             version = self._write_delta_rs(df, table, mode, declared, metadata, exists, app_id)
         self._emit("write", table, version)
@@ -495,31 +683,29 @@ class Lake:
         exists: bool,
         app_id: str | None,
     ) -> int:
-        if not self._local:
-            raise LakeError(
-                "the delta-rs engine stages files on a local root; on a cluster use a Spark "
-                "session with Delta (engine='native')"
-            )
         stage_rel = f"data/{uuid.uuid4().hex}"
-        stage = Path(self.path(table)) / stage_rel
         columns = df.column_names if isinstance(df, pa.Table) else list(df.columns)
         missing = [k for k in keys if k not in columns]
         if missing and (mode == "merge" or not exists):
             raise ValueError(f"key column(s) {missing} not in the data written to {table!r}")
         try:
             if _is_spark_df(df):
-                arrow_schema = self._stage_spark(df, table, mode, keys, exists, stage)
+                arrow_schema = self._stage_spark(df, table, mode, keys, exists, stage_rel)
             else:
-                arrow_schema = self._stage_arrow(_to_arrow(df), table, mode, keys, exists, stage)
+                arrow_schema = self._stage_arrow(
+                    _to_arrow(df), table, mode, keys, exists, stage_rel
+                )
             return self._commit(
-                table, mode, keys, metadata, exists, app_id, stage, stage_rel, arrow_schema
+                table, mode, keys, metadata, exists, app_id, stage_rel, arrow_schema
             )
         except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
+            fs, base = self._files(table)
+            with contextlib.suppress(Exception):
+                fs.delete_dir(_join(base, stage_rel))
             raise
 
     def _stage_arrow(
-        self, data: pa.Table, table: str, mode: str, keys: list[str], exists: bool, stage: Path
+        self, data: pa.Table, table: str, mode: str, keys: list[str], exists: bool, stage_rel: str
     ) -> pa.Schema:
         if mode == "merge":
             data = _dedupe_on_keys(data, keys)
@@ -527,13 +713,17 @@ class Lake:
                 existing = self.read_arrow(table, columns=keys, track=False)
                 data = _new_keys_only(data, existing, keys)
         data = data.cast(normalize_schema(data.schema)).replace_schema_metadata(None)
-        stage.mkdir(parents=True, exist_ok=True)
+        fs, base = self._files(table)
+        stage = _join(base, stage_rel)
+        fs.create_dir(stage, recursive=True)
         if data.num_rows:
-            pq.write_table(data, stage / "part-00000.parquet", coerce_timestamps="us")
+            pq.write_table(
+                data, f"{stage}/part-00000.parquet", filesystem=fs, coerce_timestamps="us"
+            )
         return data.schema
 
     def _stage_spark(
-        self, df: DataFrame, table: str, mode: str, keys: list[str], exists: bool, stage: Path
+        self, df: DataFrame, table: str, mode: str, keys: list[str], exists: bool, stage_rel: str
     ) -> pa.Schema:
         from pyspark.sql.pandas.types import to_arrow_schema
 
@@ -544,7 +734,7 @@ class Lake:
                 existing = self.read(table, track=False).select(*keys)
                 # a join moves the key columns first: restore the column order
                 df = df.join(existing, on=keys, how="left_anti").select(*columns)
-        df.write.mode("errorifexists").parquet(str(stage))
+        df.write.mode("errorifexists").parquet(self._spark_location(table, stage_rel))
         return normalize_schema(to_arrow_schema(df.schema))
 
     def _commit(
@@ -555,7 +745,6 @@ class Lake:
         metadata: Mapping[str, Any] | None,
         exists: bool,
         app_id: str | None,
-        stage: Path,
         stage_rel: str,
         schema: pa.Schema,
     ) -> int:
@@ -575,35 +764,44 @@ class Lake:
                     f"data for {table!r} does not match its schema: "
                     f"table {_fmt_schema(current)}, data {_fmt_schema(expected)}"
                 )
+        # sizes, times and footers through the same store the commit goes to
+        fs, base = self._files(table)
+        stage = _join(base, stage_rel)
+        listed = fs.get_file_info(pa_fs.FileSelector(stage, recursive=True, allow_not_found=True))
         adds = []
         rows = 0
-        files = sorted(stage.rglob("*.parquet")) if stage.exists() else []
-        for f in files:
-            if f.name.startswith((".", "_")):
+        for info in sorted(listed, key=lambda i: i.path):
+            name = info.base_name
+            if info.type != pa_fs.FileType.File or not name.endswith(".parquet"):
+                continue
+            if name.startswith((".", "_")):
                 continue  # Spark's _SUCCESS and .crc checksum files
-            if not f.is_file():
-                raise LakeError(f"staged file vanished before commit: {f}")
-            pf = pq.ParquetFile(f)
-            got = _delta_schema_json(pf.schema_arrow)
+            try:
+                with fs.open_input_file(info.path) as fh:
+                    pf = pq.ParquetFile(fh)
+                    meta = pf.metadata
+                    got = _delta_schema_json(pf.schema_arrow)
+            except (FileNotFoundError, OSError) as exc:
+                raise LakeError(f"staged file vanished before commit: {info.path}") from exc
             if got != expected:
                 raise SchemaMismatchError(
-                    f"staged file {f.name} for {table!r} has schema {_fmt_schema(got)}, "
+                    f"staged file {name} for {table!r} has schema {_fmt_schema(got)}, "
                     f"expected {_fmt_schema(expected)}"
                 )
-            n = pf.metadata.num_rows
+            n = meta.num_rows
             rows += n
-            st = f.stat()
+            mtime = info.mtime.timestamp() if info.mtime is not None else time.time()
             adds.append(
                 AddAction(
-                    path=f"{stage_rel}/{f.relative_to(stage).as_posix()}",
-                    size=st.st_size,
+                    path=f"{stage_rel}/{info.path[len(stage) + 1 :]}",
+                    size=int(info.size or 0),
                     partition_values={},
-                    modification_time=int(st.st_mtime * 1000),
+                    modification_time=int(mtime * 1000),
                     data_change=True,
-                    stats=_stats(pf.metadata, n),
+                    stats=_stats(meta, n),
                 )
             )
-        write_id = stage.name
+        write_id = stage_rel.rsplit("/", 1)[-1]
         props = CommitProperties(
             custom_metadata=self._commit_metadata(mode, rows, metadata, write_id),
             app_transactions=[Transaction(app_id, 1)] if app_id else None,
@@ -612,11 +810,12 @@ class Lake:
         if not exists:
             try:
                 create_table_with_add_actions(
-                    self.path(table),
+                    self._delta_uri(table),
                     delta_schema,
                     adds,
                     mode="error",
                     description=json.dumps({"keys": keys}),
+                    storage_options=self.storage_options or None,
                     commit_properties=props,
                 )
                 return self._version_of_write(table, write_id)
@@ -641,15 +840,23 @@ class Lake:
         Read from the commit files themselves: delta-rs numbers ``history()`` entries by
         position, which is unreliable while other writers are committing.
         """
-        log_dir = Path(self.path(table)) / "_delta_log"
-        commits = sorted(log_dir.glob("[0-9]*.json"), key=lambda p: int(p.stem), reverse=True)
+        fs, base = self._files(table)
+        listed = fs.get_file_info(
+            pa_fs.FileSelector(_join(base, "_delta_log"), allow_not_found=True)
+        )
+        commits = sorted(
+            (i for i in listed if _COMMIT_FILE.match(i.base_name)),
+            key=lambda i: int(i.base_name.split(".")[0]),
+            reverse=True,
+        )
         for commit in commits[:200]:
-            with commit.open(encoding="utf-8") as fh:
-                for line in fh:
-                    if write_id in line:
-                        info = json.loads(line).get("commitInfo") or {}
-                        if info.get(f"{_META_PREFIX}write_id") == write_id:
-                            return int(commit.stem)
+            with fs.open_input_stream(commit.path) as fh:
+                text = fh.read().decode("utf-8")
+            for line in text.splitlines():
+                if write_id in line:
+                    info = json.loads(line).get("commitInfo") or {}
+                    if info.get(f"{_META_PREFIX}write_id") == write_id:
+                        return int(commit.base_name.split(".")[0])
         raise LakeError(f"commit to {table!r} not found in its log")  # pragma: no cover
 
     def _write_native(
@@ -660,18 +867,24 @@ class Lake:
         keys: list[str],
         metadata: Mapping[str, Any] | None,
         exists: bool,
+        app_id: str | None = None,
     ) -> int:
         """Spark-native Delta (Databricks / delta-spark). Not exercised here: no Delta jars."""
         spark = self._require_spark()
         if not _is_spark_df(df):
             df = spark.createDataFrame(_to_arrow(df).to_pandas())
         user_meta = json.dumps(self._commit_metadata(mode, -1, metadata, uuid.uuid4().hex))
-        path = self.path(table)
+        path = self._spark_location(table)
         if mode == "merge" and exists:
             from delta.tables import DeltaTable  # type: ignore[import-not-found]
 
             cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-            spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", user_meta)
+            session_conf = {"spark.databricks.delta.commitInfo.userMetadata": user_meta}
+            if app_id:
+                session_conf["spark.databricks.delta.write.txnAppId"] = app_id
+                session_conf["spark.databricks.delta.write.txnVersion"] = "1"
+            for key, value in session_conf.items():
+                spark.conf.set(key, value)
             try:
                 (
                     DeltaTable.forPath(spark, path)
@@ -681,9 +894,12 @@ class Lake:
                     .execute()
                 )
             finally:
-                spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+                for key in session_conf:
+                    spark.conf.unset(key)
         else:
             writer = df.write.format("delta").option("userMetadata", user_meta)
+            if app_id:
+                writer = writer.option("txnAppId", app_id).option("txnVersion", "1")
             if mode == "overwrite":
                 writer = writer.mode("overwrite").option("overwriteSchema", "true")
             else:
@@ -692,6 +908,17 @@ class Lake:
                 writer = writer.option("description", json.dumps({"keys": keys}))
             writer.save(path)
         return self.version(table)
+
+
+def _join(base: str, rel: str) -> str:
+    return f"{base}/{rel}" if base else rel
+
+
+def _file_uri_path(uri: str) -> str:
+    """``file:///a/b`` → ``/a/b``."""
+    from urllib.parse import unquote, urlparse
+
+    return unquote(urlparse(uri).path)
 
 
 def _fmt_schema(schema_json: Any) -> str:

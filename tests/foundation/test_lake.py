@@ -154,8 +154,9 @@ def test_staged_files_are_checked(lake: Lake, monkeypatch: pytest.MonkeyPatch) -
     lake.write(pa.table({"id": ["a"]}), "t", "append")
     original = Lake._stage_arrow
 
-    def stage_with_intruder(self, data, table, mode, keys, exists, stage):  # type: ignore[no-untyped-def]
-        schema = original(self, data, table, mode, keys, exists, stage)
+    def stage_with_intruder(self, data, table, mode, keys, exists, stage_rel):  # type: ignore[no-untyped-def]
+        schema = original(self, data, table, mode, keys, exists, stage_rel)
+        stage = Path(self.path(table)) / stage_rel
         pq.write_table(pa.table({"other": [1.0]}), stage / "part-99999.parquet")
         return schema
 
