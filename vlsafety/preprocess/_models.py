@@ -2,15 +2,14 @@
 
 A model may be given as a ``ModelSpec`` (run on executors through
 ``vlsafety.inference.run_inference``, one model per Python worker — the way to go at
-scale), as a loaded model (run on the driver: small pools, tests, notebooks), or, for
-the verifier, as a plain callable. ``vlsafety.models``/``inference`` are imported lazily
+scale), as a loaded model, or, for the verifier, as a plain callable; loaded models and
+callables are shipped to the Spark tasks (small models, tests, notebooks). ``vlsafety.models``/``inference`` are imported lazily
 so this package stays importable without torch.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +20,12 @@ from vlsafety.preprocess._categorize import VerifierRequest, is_untrained
 from vlsafety.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
 __all__ = [
     "Embeddings",
     "class_vectors",
     "embed_inprocess",
-    "embed_spark",
     "is_spec",
     "verifier_callable",
 ]
@@ -101,54 +99,6 @@ def embed_inprocess(
     return Embeddings(img, txt, joint, model_id, is_untrained(embedder), errors)
 
 
-def embed_spark(spec: Any, requests: DataFrame, index: Mapping[str, int]) -> Embeddings:
-    """Embed on executors. ``requests``: request_id (→ row via ``index``), image
-    (binary, nullable), text (nullable). Three run_inference passes: images, texts,
-    pairs (each only over the rows that have the inputs)."""
-    from pyspark.sql import functions as F
-
-    from vlsafety.inference import run_inference
-
-    passes = {
-        "embed_image": (F.col("image").isNotNull(), ["request_id", "image"]),
-        "embed_text": (F.col("text").isNotNull(), ["request_id", "text"]),
-        "embed_pair": (
-            F.col("image").isNotNull() & F.col("text").isNotNull(),
-            ["request_id", "image", "text"],
-        ),
-    }
-    got: dict[str, pa.Table] = {}
-    for task, (cond, cols) in passes.items():
-        out = run_inference(requests.filter(cond).select(*cols), spec, task)
-        got[task] = out.select("request_id", "embedding", "error").toArrow()
-    dims = {
-        len(e) for t in got.values() for e in t.column("embedding").to_pylist() if e is not None
-    }
-    d = dims.pop() if len(dims) == 1 else 1
-    n = len(index)
-    arrays = {task: _nan(n, d) for task in passes}
-    errors = 0
-    for task, table in got.items():
-        for rid, e, err in zip(
-            table.column("request_id").to_pylist(),
-            table.column("embedding").to_pylist(),
-            table.column("error").to_pylist(),
-            strict=True,
-        ):
-            if e is None or err is not None or len(e) != d:
-                errors += 1
-            else:
-                arrays[task][index[rid]] = e
-    return Embeddings(
-        arrays["embed_image"],
-        arrays["embed_text"],
-        arrays["embed_pair"],
-        str(spec.id),
-        bool(spec.untrained),
-        errors,
-    )
-
-
 def class_vectors(embedder: Any, spark: SparkSession, taxonomy: Taxonomy) -> list[np.ndarray]:
     """Per category, the text embeddings of its description texts
     (:meth:`Taxonomy.class_texts`: the category first, then each subcategory)."""
@@ -182,34 +132,13 @@ def class_vectors(embedder: Any, spark: SparkSession, taxonomy: Taxonomy) -> lis
 Answerer = Callable[[Sequence[VerifierRequest]], Sequence[str | None]]
 
 
-def verifier_callable(verifier: Any, spark: SparkSession | None = None) -> Answerer:
-    """A callable (requests → answers) for a ``ModelSpec`` (executors), a ChatModel with
-    ``generate`` (driver) or a plain callable (returned as is). Greedy decoding, a few
-    tokens: the verifier only has to name a category."""
+def verifier_callable(verifier: Any) -> Answerer:
+    """A callable (requests → answers) for a ChatModel with ``generate`` or a plain
+    callable (returned as is); it runs inside a Spark task. Greedy decoding, a few
+    tokens: the verifier only has to name a category. (A ``ModelSpec`` verifier goes
+    through ``run_inference`` instead, one model per worker.)"""
     if is_spec(verifier):
-        if spark is None:
-            raise ValueError("a ModelSpec verifier needs a Spark session")
-        from vlsafety.inference import run_inference
-        from vlsafety.models import SamplingParams
-
-        sampling = SamplingParams(temperature=0.0, max_tokens=24)
-
-        def via_spark(reqs: Sequence[VerifierRequest]) -> list[str | None]:
-            table = pa.table(
-                {
-                    "request_id": [str(i) for i in range(len(reqs))],
-                    "messages_json": [
-                        json.dumps([{"role": "user", "content": r.prompt}]) for r in reqs
-                    ],
-                    "image": pa.array([r.image for r in reqs], type=pa.binary()),
-                }
-            )
-            out = run_inference(spark.createDataFrame(table), verifier, "chat", sampling=sampling)
-            rows = out.select("request_id", "text", "error").toArrow().to_pylist()
-            by_id = {r["request_id"]: (r["text"] if r["error"] is None else None) for r in rows}
-            return [by_id.get(str(i)) for i in range(len(reqs))]
-
-        return via_spark
+        raise ValueError("a ModelSpec verifier runs through vlsafety.inference.run_inference")
     if hasattr(verifier, "generate"):
         from vlsafety.models import ChatMessage, ChatRequest, SamplingParams
 
