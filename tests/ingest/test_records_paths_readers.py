@@ -151,3 +151,13 @@ def test_json_list_and_dict_layouts(tmp_path: Path) -> None:
     assert isinstance(row, Row) and row.values == {"_key": "7", "a": 1}
     (bad,) = iter_json_list(broken)
     assert isinstance(bad, BadRow) and bad.where == "line 1"
+
+
+def test_jsonl_is_split_on_line_ends_only(tmp_path: Path) -> None:
+    # JSON allows a raw U+2028 / U+0085 inside strings; only LF, CRLF and CR end a line,
+    # so line numbers agree with the file's bytes (what the demo's planted.json counts).
+    path = write(tmp_path / "m.jsonl", '{"a": "x\u2028y\u0085z"}\r\n{"a": 2}\r{"a": 3}\n')
+    rows = list(iter_jsonl(path))
+    assert [r.where for r in rows] == ["line 1", "line 2", "line 3"]
+    assert isinstance(rows[0], Row) and rows[0].values["a"] == "x\u2028y\u0085z"
+    assert len(path.read_bytes().splitlines()) == 3

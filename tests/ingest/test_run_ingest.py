@@ -167,3 +167,36 @@ def test_allowed_fetch_reads_http_with_a_size_limit(tmp_path: Path) -> None:
         assert isinstance(off, tuple) and off[0] == "remote_not_allowed"
     finally:
         server.shutdown()
+
+
+def test_records_are_staged_in_chunks_and_the_staging_is_removed(
+    spark: SparkSession,
+    ingested: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The driver streams the listing to parquet a chunk at a time (here 5 records): the
+    same tables come out as from one chunk, and no staging file is left behind."""
+    from vlsafety.ingest import _stage
+    from vlsafety.lake import Lake
+
+    monkeypatch.setattr(_stage, "STAGE_CHUNK", 5)
+    appended: list[str] = []
+    real = _stage._Staging._flush_records
+
+    def spy(self: Any) -> None:
+        appended.append(str(len(self._records)))
+        real(self)
+
+    monkeypatch.setattr(_stage._Staging, "_flush_records", spy)
+    lake = Lake(tmp_path / "lake", spark)
+    counts = run_ingest(
+        spark, lake, [f"manifest:{ingested['manifest']}"], IngestOptions(partitions=2)
+    )
+    assert counts == ingested["counts"]
+    assert len([n for n in appended if n != "0"]) >= 5  # several chunks were written
+    first: Lake = ingested["lake"]
+    for table, key in (("raw_pool", "sample_id"), ("images", "image_id"), ("rejects", "reject_id")):
+        got = sorted(lake.read_arrow(table).column(key).to_pylist())
+        assert got == sorted(first.read_arrow(table, version=0).column(key).to_pylist())
+    assert not any((tmp_path / "lake" / "_staging").iterdir())

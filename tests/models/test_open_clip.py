@@ -133,3 +133,20 @@ def test_joint_embedding_properties(a: np.ndarray, b: np.ndarray) -> None:
     # symmetric in image/text and equal cosine to both halves
     np.testing.assert_allclose(joint, joint_embedding(b, a), atol=1e-5)
     np.testing.assert_allclose((joint * ua).sum(1), (joint * ub).sum(1), atol=1e-4)
+
+
+def test_tiny_clip_768_loads_and_embeds_768_d(tiny_specs: dict[str, ModelSpec]) -> None:
+    """The scale-path embedder: ViT-L-14-sized vectors through the same open_clip loader."""
+    spec = tiny_specs["tiny-clip-768"]
+    assert spec.untrained and spec.backend == "open_clip"
+    model = load_model(spec)
+    assert isinstance(model, Embedder) and model.dim == 768
+    images = [png((i * 40, 90, 200 - i * 30), (64 + i, 64)) for i in range(5)]
+    texts = ["a kettle on a shelf", "", "x" * 500]  # empty and over-long texts included
+    for vecs, n in ((model.embed_images(images), 5), (model.embed_texts(texts), 3)):
+        assert vecs.shape == (n, 768) and vecs.dtype == np.float32
+        assert np.isfinite(vecs).all()
+        np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-5)
+    assert np.linalg.matrix_rank(model.embed_images(images)) == 5  # distinct images differ
+    joint = model.embed_pairs(images[:3], texts)
+    assert joint.shape == (3, 768)

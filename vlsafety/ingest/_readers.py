@@ -9,12 +9,11 @@ them (the preprocessing agent rejects such prompts as ``non_utf8_text``).
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = [
     "BadRow",
@@ -84,6 +83,13 @@ def _decode(path: Path) -> str:
     return path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
 
 
+def _open_text(path: Path) -> IO[str]:
+    """``path`` as text, decoded like :func:`_decode` but read as a stream. Lines end at
+    LF, CRLF or CR only (returned untranslated), as in the file's bytes: a U+2028 inside
+    a JSON string does not split its line."""
+    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
 def csv_header(path: Path) -> list[str]:
     """The header row of a CSV/TSV file (empty list for an empty file)."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
@@ -97,10 +103,13 @@ def csv_header(path: Path) -> list[str]:
 def iter_csv(path: Path, *, delimiter: str | None = None) -> Iterator[Row | BadRow]:
     """Rows of a CSV/TSV file with a header. A row whose field count differs from the
     header's, or that the csv module cannot parse, is a BadRow with its line number."""
-    text = _decode(path)
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    with _open_text(path) as fh:  # streamed: a large manifest is never held whole
+        yield from _csv_rows(csv.reader(fh, delimiter=delimiter, strict=True))
+
+
+def _csv_rows(reader: Any) -> Iterator[Row | BadRow]:
     try:
         header = next(reader)
     except StopIteration:
@@ -136,9 +145,13 @@ def iter_csv(path: Path, *, delimiter: str | None = None) -> Iterator[Row | BadR
 
 def iter_jsonl(path: Path) -> Iterator[Row | BadRow]:
     """Objects of a JSON-lines file; a line that is not a JSON object is a BadRow."""
-    text = _decode(path)
+    with _open_text(path) as fh:  # streamed: a large manifest is never held whole
+        yield from _jsonl_rows(fh)
+
+
+def _jsonl_rows(lines: Iterator[str]) -> Iterator[Row | BadRow]:
     index = 0
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:

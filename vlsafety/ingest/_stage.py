@@ -1,16 +1,25 @@
 """The ingest stage on Spark: sources → ``images`` + ``raw_pool`` (+ ``rejects``).
 
-The driver only lists records (paths, prompts, labels — cheap). Reading the bytes,
-sha256, header decoding and the perceptual hash run in Spark tasks (``mapInArrow``), so
-a 300K-image pool is never decoded on the driver. Tables are merged on their content
-keys, so a rerun adds nothing that is already there.
+The driver only lists records (paths, prompts, labels — cheap) and streams them, in
+chunks of :data:`STAGE_CHUNK`, to a staging parquet folder under the lake root; Spark
+reads that folder back. So the driver holds one chunk, never the pool: its memory does
+not grow with the number of records. Reading the bytes, sha256, header decoding and the
+perceptual hash run once, in Spark tasks (``mapInArrow``), written to the staging folder
+too; so a 300K-image pool is never decoded on the driver nor cached in memory. Counts
+and reject reasons come back as ``groupBy`` aggregates. Tables are merged on their
+content keys, so a rerun adds nothing that is already there. The staging folder is
+removed when the stage ends.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import os
+import shutil
 import urllib.request
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +53,14 @@ __all__ = [
 ]
 
 STAGE = "ingest"
+
+log = logging.getLogger(__name__)
+
+#: Records (and driver-side rejects) per staging write: what the driver holds at most.
+STAGE_CHUNK = 20_000
+
+#: Records per Arrow batch inside a task (bounds a task's Python memory with image bytes).
+TASK_BATCH = 256
 
 _LABELS = pa.map_(pa.string(), pa.string())
 
@@ -151,7 +168,7 @@ class _ParquetRows:
 
     def __init__(self) -> None:
         self._files: dict[str, Any] = {}
-        self._cached: tuple[str, str, int, list[Any]] | None = None
+        self._cached: tuple[str, str, int, pa.ChunkedArray] | None = None
 
     def get(self, uri: str, column: str, row: int) -> Any:
         import pyarrow.parquet as pq
@@ -164,9 +181,9 @@ class _ParquetRows:
             n = pf.metadata.row_group(rg).num_rows
             if row < start + n:
                 if self._cached is None or self._cached[:3] != (uri, column, rg):
-                    values = pf.read_row_group(rg, columns=[column]).column(0).to_pylist()
+                    values = pf.read_row_group(rg, columns=[column]).column(0)
                     self._cached = (uri, column, rg, values)
-                return self._cached[3][row - start]
+                return self._cached[3][row - start].as_py()  # one cell, not the row group
             start += n
         raise IndexError(f"row {row} is past the end of {uri}")
 
@@ -307,12 +324,77 @@ def _ingest_partition(
 ) -> Iterator[pa.RecordBatch]:
     parquet = _ParquetRows()
     for batch in batches:
-        if batch.num_rows:
-            yield ingest_batch(batch, options, parquet)
+        for start in range(0, batch.num_rows, TASK_BATCH):
+            yield ingest_batch(batch.slice(start, TASK_BATCH), options, parquet)
 
 
-def _rejects_df(spark: SparkSession, rejects: list[Reject]) -> DataFrame:
-    return spark.createDataFrame(rejects_to_arrow(rejects))
+class _Staging:
+    """Listed records and driver-side rejects, appended chunk by chunk to parquet under
+    ``<lake root>/_staging/ingest-<id>/`` (Spark writes, so every root Spark can write
+    works: local, shared mounts, object stores, DBFS), read back as DataFrames."""
+
+    def __init__(self, spark: SparkSession, lake: Lake, chunk: int | None = None) -> None:
+        from vlsafety.lake import spark_uri
+
+        self.spark = spark
+        self.chunk = chunk or STAGE_CHUNK
+        self.local = os.path.isabs(lake.root)
+        self.path = f"{lake.root}/_staging/ingest-{uuid.uuid4().hex}"
+        self.uri = self.path if self.local else spark_uri(self.path)
+        self._records: list[SourceRecord] = []
+        self._rejects: list[Reject] = []
+        self.n_records = 0
+        self.n_rejects = 0
+        self.reasons: dict[str, int] = {}
+
+    def add(self, item: SourceRecord | Reject) -> None:
+        if isinstance(item, Reject):
+            self._rejects.append(item)
+            self.n_rejects += 1
+            self.reasons[item.reason] = self.reasons.get(item.reason, 0) + 1
+            if len(self._rejects) >= self.chunk:
+                self._flush_rejects()
+        else:
+            self._records.append(item)
+            self.n_records += 1
+            if len(self._records) >= self.chunk:
+                self._flush_records()
+
+    def _flush_records(self) -> None:
+        if self._records:
+            table = records_to_arrow(self._records)
+            self._records = []
+            self.spark.createDataFrame(table).write.mode("append").parquet(f"{self.uri}/records")
+
+    def _flush_rejects(self) -> None:
+        if self._rejects:
+            table = rejects_to_arrow(self._rejects)
+            self._rejects = []
+            self.spark.createDataFrame(table).write.mode("append").parquet(f"{self.uri}/rejects")
+
+    def close(self) -> None:
+        """Write what is left; the DataFrames below can be read from then on."""
+        self._flush_records()
+        self._flush_rejects()
+
+    def records(self) -> DataFrame:
+        return self.spark.read.parquet(f"{self.uri}/records")
+
+    def rejects(self) -> DataFrame:
+        return self.spark.read.parquet(f"{self.uri}/rejects")
+
+    def remove(self) -> None:
+        """Delete the staging folder (a failure to delete is logged, never raised)."""
+        try:
+            if self.local:
+                shutil.rmtree(self.path, ignore_errors=True)
+                return
+            jvm: Any = self.spark._jvm  # Hadoop's FileSystem knows every scheme Spark writes
+            path = jvm.org.apache.hadoop.fs.Path(self.uri)
+            conf = self.spark._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
+            path.getFileSystem(conf).delete(path, True)
+        except Exception as exc:  # cleanup must not hide the stage's own outcome
+            log.warning("ingest: could not remove the staging folder %s: %s", self.uri, exc)
 
 
 def run_ingest(
@@ -327,8 +409,9 @@ def run_ingest(
     ``rejects`` (merge on reject_id). Returns counts: ``listed`` = ``samples`` +
     ``rejected`` (checked), ``rejected.<reason>`` per reason, ``images`` (distinct
     images read), and the table versions written.
+
+    Driver memory is bounded by :data:`STAGE_CHUNK` records, whatever the sources hold.
     """
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     options = options or IngestOptions()
@@ -342,65 +425,65 @@ def run_ingest(
             raise ValueError(f"source {spec!r} is listed twice (also as {seen[key]!r})")
         seen[key] = spec
 
-    records: list[SourceRecord] = []
-    driver_rejects: list[Reject] = []
-    for spec in sources:
-        for item in iter_source(spec, options):
-            if isinstance(item, Reject):
-                driver_rejects.append(item)
-            else:
-                records.append(item)
-    listed = len(records) + len(driver_rejects)
-
-    counts: dict[str, int] = {"listed": listed, "samples": 0, "rejected": 0, "images": 0}
-    reasons: dict[str, int] = {}
-    for r in driver_rejects:
-        reasons[r.reason] = reasons.get(r.reason, 0) + 1
-
-    reject_frames: list[DataFrame] = []
-    if driver_rejects:
-        reject_frames.append(_rejects_df(spark, driver_rejects))
-    out = None
-    if records:
-        table = records_to_arrow(records)
-        parts = options.partitions or max(
-            1, math.ceil(len(records) / options.records_per_partition)
-        )
-        df = spark.createDataFrame(table).repartition(parts)
-        out = df.mapInArrow(
-            functools.partial(_ingest_partition, options=options), _OUTPUT_DDL
-        ).persist(StorageLevel.MEMORY_AND_DISK)
-        for row in out.groupBy("status", "reason").count().collect():
-            if row["status"] == "ok":
-                counts["samples"] += int(row["count"])
-            else:
-                reasons[row["reason"]] = reasons.get(row["reason"], 0) + int(row["count"])
-        ok = out.filter(F.col("status") == "ok")
-        images = ok.filter(F.col("image_id").isNotNull()).select(*IMAGE_COLUMNS)
-        counts["images"] = images.select("image_id").distinct().count()
-        task_rejects = (
-            out.filter(F.col("status") == "reject")
-            .withColumn("stage", F.lit(STAGE))
-            .withColumn("sample_id", F.lit(None).cast("string"))
-            .select(*REJECT_COLUMNS)
-        )
-        reject_frames.append(task_rejects)
-        if counts["images"]:
-            counts["images_version"] = lake.write(images, "images", "merge", keys=["image_id"])
-        if counts["samples"]:
-            counts["raw_pool_version"] = lake.write(
-                ok.select(*RAW_POOL_COLUMNS), "raw_pool", "merge", keys=["sample_id"]
+    staging = _Staging(spark, lake)
+    try:
+        for spec in sources:
+            for item in iter_source(spec, options):
+                staging.add(item)
+        staging.close()
+        counts: dict[str, int] = {
+            "listed": staging.n_records + staging.n_rejects,
+            "samples": 0,
+            "rejected": 0,
+            "images": 0,
+        }
+        reasons = dict(staging.reasons)
+        reject_frames: list[DataFrame] = []
+        if staging.n_rejects:
+            reject_frames.append(staging.rejects())
+        if staging.n_records:
+            parts = options.partitions or max(
+                1, math.ceil(staging.n_records / options.records_per_partition)
             )
-    counts["rejected"] = sum(reasons.values())
-    for reason, n in sorted(reasons.items()):
-        counts[f"rejected.{reason}"] = n
-    if counts["rejected"]:
-        rejects = reject_frames[0]
-        for frame in reject_frames[1:]:
-            rejects = rejects.unionByName(frame)
-        counts["rejects_version"] = lake.write(rejects, "rejects", "merge", keys=["reject_id"])
-    if out is not None:
-        out.unpersist()
+            df = staging.records().repartition(parts)
+            # Images are read and hashed once, into the staging folder; every later step
+            # reads only the columns it needs from there. (A cache of the image bytes would
+            # have to hold the whole pool in executor memory or spill it anyway.)
+            df.mapInArrow(
+                functools.partial(_ingest_partition, options=options), _OUTPUT_DDL
+            ).write.parquet(f"{staging.uri}/read")
+            out = spark.read.parquet(f"{staging.uri}/read")
+            for row in out.groupBy("status", "reason").count().collect():
+                if row["status"] == "ok":
+                    counts["samples"] += int(row["count"])
+                else:
+                    reasons[row["reason"]] = reasons.get(row["reason"], 0) + int(row["count"])
+            ok = out.filter(F.col("status") == "ok")
+            images = ok.filter(F.col("image_id").isNotNull()).select(*IMAGE_COLUMNS)
+            counts["images"] = images.select("image_id").distinct().count()
+            task_rejects = (
+                out.filter(F.col("status") == "reject")
+                .withColumn("stage", F.lit(STAGE))
+                .withColumn("sample_id", F.lit(None).cast("string"))
+                .select(*REJECT_COLUMNS)
+            )
+            reject_frames.append(task_rejects)
+            if counts["images"]:
+                counts["images_version"] = lake.write(images, "images", "merge", keys=["image_id"])
+            if counts["samples"]:
+                counts["raw_pool_version"] = lake.write(
+                    ok.select(*RAW_POOL_COLUMNS), "raw_pool", "merge", keys=["sample_id"]
+                )
+        counts["rejected"] = sum(reasons.values())
+        for reason, n in sorted(reasons.items()):
+            counts[f"rejected.{reason}"] = n
+        if counts["rejected"]:
+            rejects = reject_frames[0]
+            for frame in reject_frames[1:]:
+                rejects = rejects.unionByName(frame)
+            counts["rejects_version"] = lake.write(rejects, "rejects", "merge", keys=["reject_id"])
+    finally:
+        staging.remove()
     if counts["listed"] != counts["samples"] + counts["rejected"]:
         raise RuntimeError(
             f"ingest counts do not balance: listed {counts['listed']} != samples "

@@ -3,6 +3,8 @@
 ``make_tiny(DIR)`` writes, deterministically for a given seed:
 
 * ``clip/``        an open_clip custom architecture (config JSON + ``torch.save`` state dict)
+* ``clip768/``     the same kind of model with 768-d embeddings (as ViT-L-14's) and a tiny
+                   64-wide vision tower: realistically sized vectors, embedded fast on CPU
 * ``llava/``       a tiny Llava (CLIP vision tower + Llama) with its processor
 * ``qwen2_vl/``    a tiny Qwen2-VL with image and video processors
 * ``llama/``       a tiny text-only Llama chat model
@@ -39,6 +41,7 @@ __all__ = [
     "COMPLY_ANSWER",
     "REFUSAL_ANSWER",
     "REFUSAL_TRIGGERS",
+    "TINY_CLIP_768_ARCH",
     "TINY_CLIP_ARCH",
     "TINY_MODELS",
     "make_tiny",
@@ -46,9 +49,10 @@ __all__ = [
 ]
 
 TINY_CLIP_ARCH = "vlsafety-tiny-clip"
+TINY_CLIP_768_ARCH = "vlsafety-tiny-clip-768"
 _MARKER = ".vlsafety-tiny"
 #: Bump when the recipe below changes, so stale tiny folders are rebuilt.
-_RECIPE_VERSION = "3"
+_RECIPE_VERSION = "4"
 
 _SPECIALS = [
     "<|pad|>",
@@ -127,6 +131,16 @@ TINY_MODELS: list[dict[str, Any]] = [
         "arch_config": f"clip/{TINY_CLIP_ARCH}.json",
         "path": "clip/open_clip_model.pt",
         "batch_size": 32,
+        "untrained": True,
+    },
+    {
+        "id": "tiny-clip-768",
+        "role": "embedder",
+        "backend": "open_clip",
+        "arch": TINY_CLIP_768_ARCH,
+        "arch_config": f"clip768/{TINY_CLIP_768_ARCH}.json",
+        "path": "clip768/open_clip_model.pt",
+        "batch_size": 256,
         "untrained": True,
     },
     {
@@ -239,11 +253,10 @@ def _text_config(tok: Any) -> dict[str, Any]:
     }
 
 
-def _make_clip(out: Path, seed: int) -> None:
-    import open_clip
-    import torch
-
-    cfg = {
+#: open_clip configs of the tiny CLIPs (random weights). Both text towers cover open_clip's
+#: default tokenizer (49408 ids); they are kept 16 wide, as the token table dominates size.
+_CLIP_CONFIGS: dict[str, dict[str, Any]] = {
+    TINY_CLIP_ARCH: {
         "embed_dim": 16,
         "vision_cfg": {
             "image_size": 32,
@@ -252,7 +265,6 @@ def _make_clip(out: Path, seed: int) -> None:
             "head_width": 16,
             "patch_size": 8,
         },
-        # open_clip's default tokenizer has 49408 ids; the text tower must cover them.
         "text_cfg": {
             "context_length": 77,
             "vocab_size": 49408,
@@ -260,13 +272,39 @@ def _make_clip(out: Path, seed: int) -> None:
             "heads": 2,
             "layers": 1,
         },
-    }
+    },
+    # 768-d output (ViT-L-14's width) from a one-layer, 64-wide ViT over 32 px inputs
+    # (2 × 2 patches of 16): the scale path carries real-sized vectors at CPU speed.
+    TINY_CLIP_768_ARCH: {
+        "embed_dim": 768,
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 1,
+            "width": 64,
+            "head_width": 32,
+            "patch_size": 16,
+        },
+        "text_cfg": {
+            "context_length": 32,
+            "vocab_size": 49408,
+            "width": 16,
+            "heads": 2,
+            "layers": 1,
+        },
+    },
+}
+
+
+def _make_clip(out: Path, seed: int, arch: str = TINY_CLIP_ARCH) -> None:
+    import open_clip
+    import torch
+
     out.mkdir(parents=True)
-    cfg_path = out / f"{TINY_CLIP_ARCH}.json"
-    cfg_path.write_text(json.dumps(cfg, indent=2))
+    cfg_path = out / f"{arch}.json"
+    cfg_path.write_text(json.dumps(_CLIP_CONFIGS[arch], indent=2))
     open_clip.add_model_config(cfg_path)
     torch.manual_seed(seed)
-    model = open_clip.create_model(TINY_CLIP_ARCH, pretrained=None)
+    model = open_clip.create_model(arch, pretrained=None)
     torch.save(model.state_dict(), out / "open_clip_model.pt")
 
 
@@ -481,6 +519,7 @@ def make_tiny(directory: str | os.PathLike[str], *, seed: int = 0, force: bool =
     hf_logging.disable_progress_bar()
     try:
         _make_clip(tmp / "clip", seed)
+        _make_clip(tmp / "clip768", seed + 6, TINY_CLIP_768_ARCH)
         _make_llava(tmp / "llava", seed + 1)
         _make_qwen2_vl(tmp / "qwen2_vl", seed + 2)
         _make_causal_lm(tmp / "llama", seed + 3, _CHAT_TEMPLATE.replace("IMAGE", ""))
