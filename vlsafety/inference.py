@@ -1,19 +1,19 @@
-"""Batched model inference on Spark: the one helper every model stage uses.
+"""Batched model inference on Spark: request rows in, response rows out.
 
-:func:`run_inference` maps a DataFrame of requests to a DataFrame of responses with
-``mapInPandas``. Each Python worker loads the model once (a module-level cache keyed by
-the spec; ``spark.python.worker.reuse=true`` keeps it across batches and tasks), decodes
-image bytes itself, and calls the model ``batch_size`` rows at a time (Arrow batches are
+:func:`run_inference` maps a DataFrame of requests to a DataFrame of responses through
+:func:`vlsafety.executor.map_with_model`, the one executor-side path of every model
+stage: the requests are repartitioned to the stage's task count, image bytes are joined
+right before the model (pass ``images=`` and an ``image_id`` column), a spec that asks
+for GPUs gets a ``ResourceProfile`` on a cluster, and each Python worker keeps one model
+per device (:func:`vlsafety.executor.worker_model`; ``spark.python.worker.reuse=true``
+keeps it across batches and tasks). The worker decodes image bytes itself and calls the
+model ``batch_size`` rows at a time (Arrow batches are
 ``spark.sql.execution.arrow.maxRecordsPerBatch`` rows, set from ``SparkConfig``). A row
 whose model call fails gets ``error`` set; the job goes on.
 
-On a cluster, a stage whose spec asks for GPUs requests them per task with a
-``ResourceProfile`` (stage-level scheduling) and each task runs its model on the GPU
-Spark assigned to it (``TaskContext.resources()["gpu"]``). Plain ``local[*]`` masters
-reject resource profiles, so there the profile is skipped.
-
 Request schemas (``request_id`` string is always required; other input columns pass
-through to the output, except the ``image`` bytes):
+through to the output, except the ``image`` bytes; with ``images=`` the ``image`` column
+is joined from ``image_id``):
 
 =================== ====================================== =================================
 task                input columns                          output columns added
@@ -38,30 +38,27 @@ trusted) and ``gpu`` (the GPU addresses the task held, null on CPU).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from vlsafety.executor import map_with_model, task_gpu_addresses, worker_model
 from vlsafety.models import (
     ChatRequest,
     GuardInput,
     ModelSpec,
     SamplingParams,
     canonical_json,
-    load_model,
     messages_from_json,
     to_pil,
 )
 from vlsafety.models._batching import error_text, run_isolated
 
 if TYPE_CHECKING:
-    from pyspark.resource import ResourceProfile
     from pyspark.sql import DataFrame
 
     from vlsafety.lake import Lake
@@ -70,14 +67,10 @@ __all__ = [
     "TASKS",
     "CachedRun",
     "add_request_key",
-    "clear_model_cache",
-    "gpu_resource_profile",
     "output_schema",
     "request_key",
-    "resolve_task_device",
     "run_cached",
     "run_inference",
-    "task_gpu_addresses",
 ]
 
 log = logging.getLogger(__name__)
@@ -203,61 +196,7 @@ def add_request_key(
     return df.withColumn(out_col, _key(F.struct(*[F.col(c) for c in cols])))
 
 
-# ------------------------------------------------------------------ GPU placement
-def task_gpu_addresses() -> tuple[str, ...]:
-    """The GPU addresses Spark assigned to the running task (empty outside a task/GPU)."""
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    if ctx is None:
-        return ()
-    info = ctx.resources().get("gpu")
-    return tuple(info.addresses) if info is not None else ()
-
-
-def resolve_task_device(device: str, addresses: Sequence[str]) -> str:
-    """The torch device a task should use: its assigned GPU (``cuda:<address>``) when the
-    spec runs on CUDA (``cuda``, ``cuda:N`` or ``auto``) and Spark assigned one; the spec's
-    own device otherwise (a ``cpu`` spec stays on CPU even in a GPU slot)."""
-    if not addresses or device == "cpu" or device == "mps":
-        return device
-    return f"cuda:{addresses[0]}"
-
-
-def gpu_resource_profile(spec: ModelSpec) -> ResourceProfile:
-    """Stage-level scheduling: each task of the stage needs ``resources.cpus`` CPUs and
-    ``resources.gpus`` GPUs."""
-    from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
-
-    if spec.resources.gpus <= 0:
-        raise ValueError(f"{spec.id}: resources.gpus is 0; no GPU profile to build")
-    task = TaskResourceRequests().cpus(spec.resources.cpus).resource("gpu", spec.resources.gpus)
-    return ResourceProfileBuilder().require(task).build
-
-
 # ------------------------------------------------------------------ worker side
-#: Loaded models in this Python worker, by :meth:`ModelSpec.instance_key`.
-_MODELS: dict[str, Any] = {}
-
-
-def clear_model_cache() -> None:
-    """Drop every model loaded in this process (tests, or to free a GPU)."""
-    _MODELS.clear()
-
-
-def _cached_model(spec: ModelSpec) -> Any:
-    key = spec.instance_key()
-    model = _MODELS.get(key)
-    if model is None:
-        # A reused worker handed a different GPU must not keep the old copy resident.
-        for other in [k for k, m in _MODELS.items() if m.spec.fingerprint() == spec.fingerprint()]:
-            del _MODELS[other]
-        log.info("loading model %s (%s) in worker pid %d", spec.id, spec.backend, os.getpid())
-        model = load_model(spec)
-        _MODELS[key] = model
-    return model
-
-
 @dataclass(frozen=True)
 class _Plan:
     spec: ModelSpec
@@ -452,18 +391,6 @@ def _process_partition(plan: _Plan, batches: Iterator[pd.DataFrame]) -> Iterator
     """The mapInPandas body: one model per worker, ``plan.batch_size`` rows per call."""
     addresses = task_gpu_addresses()
     spec = plan.spec
-    device = resolve_task_device(spec.device, addresses)
-    if device != spec.device:
-        spec = dataclasses.replace(spec, device=device)
-    if addresses and spec.backend == "vllm":
-        # vLLM places its engine by CUDA_VISIBLE_DEVICES, not by a torch device string.
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(addresses)
-    if spec.backend in ("hf", "open_clip") and not spec.device.startswith("cuda"):
-        import torch
-
-        # A CPU task owns resources.cpus cores; torch's default (all cores) would make the
-        # concurrent tasks of an executor fight over them.
-        torch.set_num_threads(spec.resources.cpus)
     task = TASKS[plan.task]
     gpu = ",".join(addresses) if addresses else None
     model = None
@@ -471,7 +398,7 @@ def _process_partition(plan: _Plan, batches: Iterator[pd.DataFrame]) -> Iterator
         if pdf.empty:
             continue
         if model is None:
-            model = _cached_model(spec)
+            model = worker_model(spec)
         for start in range(0, len(pdf), plan.batch_size):
             chunk = pdf.iloc[start : start + plan.batch_size].reset_index(drop=True)
             rows = _CHUNK_RUNNERS[plan.task](model, chunk, plan)
@@ -519,12 +446,6 @@ def output_schema(input_schema: Any, task: str) -> Any:
     return StructType(kept + added)
 
 
-def _is_local(spark: Any) -> bool:
-    from vlsafety.spark import is_local_master
-
-    return is_local_master(spark.sparkContext.master)
-
-
 def run_inference(
     df: DataFrame,
     spec: ModelSpec,
@@ -533,6 +454,8 @@ def run_inference(
     batch_size: int | None = None,
     sampling: SamplingParams | None = None,
     judge_mode: str = "auto",
+    images: DataFrame | None = None,
+    tasks: int | None = None,
 ) -> DataFrame:
     """Map request rows to response rows with ``spec``'s model (see module docstring).
 
@@ -544,6 +467,10 @@ def run_inference(
         sampling: chat sampling parameters (default from the spec); ``logprobs=k`` fills
             ``logprobs_json``.
         judge_mode: ``auto`` | ``json`` | ``logprobs`` for the rubric-judge tasks.
+        images: the ``images`` table (``image_id``, ``bytes``); when given, ``df`` names
+            images by ``image_id`` (no ``image`` column) and the bytes are joined right
+            before the model, for tasks and models that take images.
+        tasks: Spark tasks to run in (default :func:`vlsafety.executor.task_count`).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
@@ -555,11 +482,18 @@ def run_inference(
     bs = batch_size if batch_size is not None else spec.batch_size
     if bs < 1:
         raise ValueError(f"batch_size must be >= 1, got {bs}")
-    cols = set(df.columns)
+    if "image" not in t.required and (not t.optional_image or spec.text_only):
+        images = None  # embed_text and text-only models: no bytes to move
+    if images is not None:
+        if "image" in df.columns:
+            raise ValueError("give image bytes as an image column or through images=, not both")
+        if "image_id" not in df.columns:
+            raise ValueError(f"images= needs an image_id column; the DataFrame has {df.columns}")
+    cols = set(df.columns) | ({"image"} if images is not None else set())
     missing = [c for c in ("request_id", *t.required) if c not in cols]
     if missing:
         raise ValueError(f"task {task} needs column(s) {missing}; the DataFrame has {df.columns}")
-    schema = output_schema(df.schema, task)
+    schema = output_schema(df.schema, task)  # the joined image column is not output
     plan = _Plan(
         spec=spec,
         task=task,
@@ -574,17 +508,7 @@ def run_inference(
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return _process_partition(plan, batches)
 
-    if spec.resources.gpus > 0:
-        if _is_local(df.sparkSession):
-            log.warning(
-                "%s asks for %s GPU(s) per task, but local masters cannot schedule resources; "
-                "running without a resource profile",
-                spec.id,
-                spec.resources.gpus,
-            )
-        else:
-            return df.mapInPandas(fn, schema, profile=gpu_resource_profile(spec))  # type: ignore[arg-type]
-    return df.mapInPandas(fn, schema)  # type: ignore[arg-type]
+    return map_with_model(df, fn, schema, spec, images=images, tasks=tasks)
 
 
 # ------------------------------------------------------------------ resumable runs

@@ -3,7 +3,8 @@
 The cluster runs in a separate Python process (its own SparkSession) so the shared
 ``local[2]`` test session is untouched. The discovery script reports one GPU at address
 "0"; only the stage's ResourceProfile asks for it (no default task GPU amount), so a task
-that sees address "0" proves the profile was applied.
+that sees address "0" proves the profile was applied. The stage's default task count is
+two per GPU slot: one executor with one GPU gives two tasks.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys
     from vlsafety.config import SparkConfig
+    from vlsafety.executor import task_count
     from vlsafety.inference import run_inference
     from vlsafety.models import ModelSpec, Resources
     from vlsafety.spark import get_spark
@@ -47,7 +49,7 @@ SCRIPT = textwrap.dedent(
         "request_id string, prompt string, response string",
     ).repartition(2)
     rows = [r.asDict() for r in run_inference(df, spec, "guard").collect()]
-    print("RESULT " + json.dumps(rows))
+    print("RESULT " + json.dumps({"rows": rows, "tasks": task_count(spark, spec)}))
     spark.stop()
     """
 )
@@ -70,7 +72,9 @@ def test_task_sees_the_gpu_its_profile_requested(tmp_path: Path) -> None:
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    rows = {r["request_id"]: r for r in json.loads(lines[0][len("RESULT ") :])}
+    result = json.loads(lines[0][len("RESULT ") :])
+    assert result["tasks"] == 2
+    rows = {r["request_id"]: r for r in result["rows"]}
     assert {r["gpu"] for r in rows.values()} == {"0"}
     assert (rows["a"]["p_unsafe"], rows["b"]["p_unsafe"]) == (0.0, 1.0)
     assert rows["a"]["judge_id"] == "refusal-on-gpu"

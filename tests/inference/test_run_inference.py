@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from pyspark.sql import DataFrame, SparkSession
 
-from vlsafety.inference import output_schema, resolve_task_device, run_inference
+from vlsafety.inference import output_schema, run_inference
 from vlsafety.models import (
     ChatMessage,
     ChatRequest,
@@ -158,15 +158,48 @@ def test_gpu_request_is_skipped_on_local_masters(
 ) -> None:
     spec = dataclasses.replace(tiny_specs["tiny-refusal"], resources=Resources(cpus=1, gpus=1))
     df = frame(spark, [("a", "p", "sure", None, "s")], GUARD_SCHEMA)
-    with caplog.at_level(logging.WARNING, logger="vlsafety.inference"):
+    with caplog.at_level(logging.WARNING, logger="vlsafety.executor"):
         (row,) = run_inference(df, spec, "guard").collect()
     assert row["p_unsafe"] == 1.0 and row["gpu"] is None
     assert "local masters cannot schedule resources" in caplog.text
 
 
-def test_resolve_task_device() -> None:
-    assert resolve_task_device("cuda", ("3",)) == "cuda:3"
-    assert resolve_task_device("auto", ("0", "1")) == "cuda:0"
-    assert resolve_task_device("cuda:1", ("2",)) == "cuda:2"  # Spark's assignment wins
-    assert resolve_task_device("cpu", ("0",)) == "cpu"
-    assert resolve_task_device("cuda", ()) == "cuda"
+def test_images_are_joined_by_id_right_before_the_model(
+    spark: SparkSession, tiny_specs: dict[str, ModelSpec]
+) -> None:
+    spec = tiny_specs["tiny-clip"]
+    pics = [png((i * 50, 90, 200 - i * 40)) for i in range(4)]
+    images = spark.createDataFrame(
+        [(f"i{i}", pics[i]) for i in range(4)], "image_id string, bytes binary"
+    )
+    by_bytes = frame(
+        spark, [(f"r{i}", pics[i % 4]) for i in range(6)], "request_id string, image binary"
+    )
+    by_id = frame(
+        spark,
+        [(f"r{i}", f"i{i % 4}") for i in range(6)] + [("lost", "i9")],
+        "request_id string, image_id string",
+    )
+    want = {
+        r["request_id"]: r["embedding"]
+        for r in run_inference(by_bytes, spec, "embed_image").collect()
+    }
+    out = run_inference(by_id, spec, "embed_image", images=images, tasks=3)
+    assert out.columns[:2] == ["request_id", "image_id"]  # ids pass through, bytes do not
+    got = {r["request_id"]: r for r in out.collect()}
+    for key, vec in want.items():
+        assert np.allclose(got[key]["embedding"], vec, atol=1e-5)
+    assert got["lost"]["error"] == "image is null"
+
+    # A text-only model moves no image bytes: no join in its plan.
+    guard = dataclasses.replace(tiny_specs["tiny-refusal"], text_only=True)
+    reqs = by_id.withColumn("prompt", by_id["request_id"]).withColumn("response", by_id["image_id"])
+    plan = run_inference(reqs, guard, "guard", images=images)._jdf.queryExecution().toString()
+    assert "Join" not in plan
+    with pytest.raises(ValueError, match="not both"):
+        run_inference(
+            by_bytes.withColumn("image_id", by_bytes["request_id"]),
+            spec,
+            "embed_image",
+            images=images,
+        )

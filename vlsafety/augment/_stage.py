@@ -4,10 +4,13 @@
 Parents are the candidates whose ``origin`` is in ``options.origins``. As in generation,
 a planning task lists every parent's units (variants) with their candidate ids, units
 already in ``candidates`` (or rejected before: ``source_ref`` of an ``augment`` reject)
-are dropped, and the rest run in ``mapInArrow`` tasks with the paraphraser (if any)
-loaded once per worker. Writes, each one atomic commit: new images (merge on
-``image_id``), rejects (merge on ``reject_id``), augmented candidates (merge on
-``candidate_id``) last.
+are dropped, and the rest run in ``mapInArrow`` tasks through the path of every model
+stage (:func:`vlsafety.executor.map_with_model`: the stage's task count, fewer when
+there are fewer than ``rows_per_partition`` parents per task; the bytes of the images
+that image ops mutate joined right before the task; the paraphraser's GPU profile),
+with the paraphraser (if any) loaded once per worker. Writes, each one atomic commit:
+new images (merge on ``image_id``), rejects (merge on ``reject_id``), augmented
+candidates (merge on ``candidate_id``) last.
 
 Counts: every unit yields one augmented row or one reject, so ``rows_in`` (units to
 do) = ``rows_out`` (augmented rows) + ``rejected``; ``planned`` = ``rows_in`` +
@@ -26,13 +29,12 @@ import pyarrow as pa
 
 from vlsafety.augment._agent import STAGE, AugmentAgent
 from vlsafety.augment._options import AugmentOptions
+from vlsafety.executor import task_count, worker_model
 from vlsafety.generate._schema import CANDIDATE_COLUMNS, Candidate
 from vlsafety.generate._stage import (
-    STAGE_OUTPUT_SCHEMA,
     _spark_schema,
-    load_worker_chat_model,
     output_rows,
-    resource_profile,
+    run_model_stage,
     unit_counts,
     write_outputs,
 )
@@ -69,17 +71,25 @@ def _plan_partition(
         yield pa.RecordBatch.from_pydict(out, schema=_PLAN_SCHEMA)
 
 
+def _model(options: AugmentOptions, spec: ModelSpec | None) -> ModelSpec | None:
+    """The paraphraser the tasks call: a trusted model, when paraphrase is on."""
+    if spec is None or spec.untrained or "paraphrase" not in options.text_ops:
+        return None
+    return spec
+
+
 def _augment_partition(
     batches: Iterator[pa.RecordBatch], options: AugmentOptions, spec: ModelSpec | None
 ) -> Iterator[pa.RecordBatch]:
-    paraphraser = None
-    if spec is not None and not spec.untrained and "paraphrase" in options.text_ops:
-        paraphraser = load_worker_chat_model(spec)
-    agent = AugmentAgent(options, paraphraser, spec=spec)
+    agent: AugmentAgent | None = None
     for batch in batches:
         rows = batch.to_pylist()
         if not rows:
             continue
+        if agent is None:  # an empty task loads no model
+            model = _model(options, spec)
+            paraphraser = worker_model(model) if model is not None else None
+            agent = AugmentAgent(options, paraphraser, spec=spec)
         parents = [_parent(r) for r in rows]
         pending = {r["candidate_id"]: list(r["units"]) for r in rows}
         images = {r["image_id"]: r["image_bytes"] for r in rows if r.get("image_bytes") is not None}
@@ -144,24 +154,15 @@ def run_augment(
         )
         work = parents.join(todo, on="candidate_id", how="inner")
         needs_image = F.exists("units", lambda u: u.startswith("image:"))
-        if lake.exists("images"):
-            images = lake.read("images").select(
-                F.col("image_id").alias("_image_key"), F.col("bytes").alias("image_bytes")
-            )
-            work = work.withColumn("_image_key", F.when(needs_image, F.col("image_id")))
-            work = work.join(images, on="_image_key", how="left").drop("_image_key")
-        else:
-            work = work.withColumn("image_bytes", F.lit(None).cast("binary"))
-        parts = max(1, math.ceil(parents_in / options.rows_per_partition))
-        out = (
-            work.repartition(parts)
-            .mapInArrow(
-                functools.partial(_augment_partition, options=options, spec=paraphraser_spec),
-                _spark_schema(STAGE_OUTPUT_SCHEMA),
-                profile=resource_profile(spark, paraphraser_spec),
-            )
-            .persist(StorageLevel.MEMORY_AND_DISK)
-        )
+        model = _model(options, paraphraser_spec)
+        out = run_model_stage(
+            lake,
+            work,
+            functools.partial(_augment_partition, options=options, spec=paraphraser_spec),
+            model,
+            images_for=F.when(needs_image, F.col("image_id")),
+            tasks=min(task_count(spark, model), math.ceil(parents_in / options.rows_per_partition)),
+        ).persist(StorageLevel.MEMORY_AND_DISK)
         got = unit_counts(out, parents_in, rows_in, STAGE)
         # Each unit yields one row or one reject, so rows balance unit by unit.
         counts.update(

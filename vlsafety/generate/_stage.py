@@ -6,12 +6,16 @@
 2. *Resume*: units whose first candidate is already in ``candidates``, or whose attempt
    id is the ``source_ref`` of a ``generate`` reject, are done and dropped; only the
    rest is generated. A rerun computes nothing and adds nothing.
-3. *Generate* (Spark task, ``mapInArrow``): one :class:`GenerationAgent` per task, the
-   generator model loaded once per Python worker (the worker model cache of
-   :mod:`vlsafety.inference`) and reused across tasks. A generation unit is several
-   dependent model calls (describe, then questions, each with parse retries), so it runs
-   inside one task instead of as separate ``run_inference`` passes. Model stages on a
-   cluster request GPUs with a stage-level ``ResourceProfile``.
+3. *Generate* (Spark task, ``mapInArrow`` through
+   :func:`vlsafety.executor.map_with_model`, the path of every model stage): the work
+   is spread over the stage's task count (``resources.tasks``, or the cluster's default;
+   fewer when there are fewer than ``samples_per_partition`` samples per task), the
+   image bytes of the samples whose units need them are joined right before the task,
+   and a GPU generator gets its ``ResourceProfile``. One :class:`GenerationAgent` per
+   task; the generator model is loaded once per Python worker
+   (:func:`vlsafety.executor.worker_model`) and reused across tasks. A generation unit
+   is several dependent model calls (describe, then questions, each with parse
+   retries), so it runs inside one task instead of as separate ``run_inference`` passes.
 4. *Write*, each one atomic commit: rendered images (merge on ``image_id``), rejects
    (merge on ``reject_id``), then candidates (merge on ``candidate_id``) last, so a
    killed run is resumed from the candidates it committed.
@@ -31,12 +35,12 @@ import dataclasses
 import functools
 import logging
 import math
-import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from vlsafety.executor import map_with_model, task_count, worker_model
 from vlsafety.generate._agent import MODALITY_STRATEGIES, STAGE, GenerationAgent
 from vlsafety.generate._options import GenerateOptions
 from vlsafety.generate._schema import CANDIDATE_COLUMNS, CANDIDATE_SCHEMA, Candidate, PoolSample
@@ -48,20 +52,17 @@ from vlsafety.ingest._stage import OUTPUT_SCHEMA as _INGEST_SCHEMA
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from pyspark.resource import ResourceProfile
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
     from vlsafety.lake import Lake
-    from vlsafety.models import ChatModel, ModelSpec
+    from vlsafety.models import ModelSpec
 
 __all__ = [
     "IMAGE_SCHEMA",
     "POOL_COLUMNS",
     "STAGE_OUTPUT_SCHEMA",
     "image_row",
-    "load_worker_chat_model",
     "output_rows",
-    "resource_profile",
     "run_generate",
 ]
 
@@ -129,48 +130,6 @@ def _spark_schema(schema: pa.Schema) -> Any:
     from pyspark.sql.pandas.types import from_arrow_schema
 
     return from_arrow_schema(schema)
-
-
-def load_worker_chat_model(spec: ModelSpec) -> ChatModel:
-    """The chat model for ``spec`` in this Spark worker, from the worker's model cache
-    shared with :mod:`vlsafety.inference` (loaded once, reused across tasks). In a GPU
-    task the model goes to the GPU Spark assigned; a CPU task's torch uses only the
-    task's ``resources.cpus`` threads, as in :func:`vlsafety.inference.run_inference`."""
-    from vlsafety.inference import _cached_model, resolve_task_device, task_gpu_addresses
-
-    addresses = task_gpu_addresses()
-    device = resolve_task_device(spec.device, addresses)
-    if device != spec.device:
-        spec = dataclasses.replace(spec, device=device)
-    if addresses and spec.backend == "vllm":
-        # vLLM places its engine by CUDA_VISIBLE_DEVICES, not by a torch device string.
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(addresses)
-    if spec.backend == "hf" and not spec.device.startswith("cuda"):
-        import torch
-
-        torch.set_num_threads(spec.resources.cpus)
-    model: ChatModel = _cached_model(spec)
-    return model
-
-
-def resource_profile(spark: SparkSession, spec: ModelSpec | None) -> ResourceProfile | None:
-    """The stage-level GPU request for a model stage on a cluster
-    (:func:`vlsafety.inference.gpu_resource_profile`); None without a trusted model,
-    without GPUs, or on a plain ``local`` master, which cannot schedule resources."""
-    from vlsafety.inference import gpu_resource_profile
-    from vlsafety.spark import is_local_master
-
-    if spec is None or spec.untrained or spec.resources.gpus <= 0:
-        return None
-    if is_local_master(spark.sparkContext.master or "local"):
-        log.warning(
-            "%s asks for %s GPU(s) per task, but local masters cannot schedule resources; "
-            "running without a resource profile",
-            spec.id,
-            spec.resources.gpus,
-        )
-        return None
-    return gpu_resource_profile(spec)
 
 
 def _pool_sample(row: dict[str, Any]) -> PoolSample:
@@ -241,14 +200,14 @@ def output_rows(
 def _generate_partition(
     batches: Iterator[pa.RecordBatch], options: GenerateOptions, spec: ModelSpec | None
 ) -> Iterator[pa.RecordBatch]:
-    generator = None
-    if spec is not None and not spec.untrained:
-        generator = load_worker_chat_model(spec)
-    agent = GenerationAgent(options, generator, spec=spec)
+    agent: GenerationAgent | None = None
     for batch in batches:
         rows = batch.to_pylist()
         if not rows:
             continue
+        if agent is None:  # an empty task loads no model
+            generator = worker_model(spec) if spec is not None and not spec.untrained else None
+            agent = GenerationAgent(options, generator, spec=spec)
         samples = [_pool_sample(r) for r in rows]
         pending = {r["sample_id"]: list(r["units"]) for r in rows}
         images = {r["image_id"]: r["image_bytes"] for r in rows if r.get("image_bytes") is not None}
@@ -273,6 +232,35 @@ def _done_filter(lake: Lake, plan: DataFrame, stage: str) -> DataFrame:
         )
         plan = plan.join(rejected, on="attempt_id", how="left_anti")
     return plan
+
+
+def run_model_stage(
+    lake: Lake,
+    work: DataFrame,
+    fn: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]],
+    spec: ModelSpec | None,
+    *,
+    images_for: Column | None,
+    tasks: int,
+) -> DataFrame:
+    """``fn`` over ``work`` in ``tasks`` tasks through :func:`vlsafety.executor.map_with_model`
+    → :data:`STAGE_OUTPUT_SCHEMA` rows. ``images_for`` names each row's image id whose
+    bytes ``fn`` needs (column ``image_bytes``; null: none); ``spec`` is the model the
+    tasks run (None: no model). Shared by generation and augmentation."""
+    images = None
+    if images_for is not None and lake.exists("images"):
+        images = lake.read("images").select("image_id", "bytes")
+    return map_with_model(
+        work,
+        fn,
+        _spark_schema(STAGE_OUTPUT_SCHEMA),
+        spec,
+        images=images,
+        image_key=images_for if images_for is not None else "image_id",
+        bytes_col="image_bytes",
+        tasks=max(1, tasks),
+        arrow=True,
+    )
 
 
 def write_outputs(lake: Lake, out: DataFrame, counts: dict[str, int]) -> None:
@@ -395,25 +383,17 @@ def run_generate(
             return counts
         todo = pending.groupBy("sample_id").agg(F.array_sort(F.collect_list("unit")).alias("units"))
         work = pool.join(todo, on="sample_id", how="inner")
+        # Only the model describes images; templates never read the bytes.
+        model = generator_spec if planner.backend == "model" else None
         needs_image = F.exists("units", lambda u: u.isin(*MODALITY_STRATEGIES))
-        if planner.backend == "model" and lake.exists("images"):
-            images = lake.read("images").select(
-                F.col("image_id").alias("_image_key"), F.col("bytes").alias("image_bytes")
-            )
-            work = work.withColumn("_image_key", F.when(needs_image, F.col("image_id")))
-            work = work.join(images, on="_image_key", how="left").drop("_image_key")
-        else:
-            work = work.withColumn("image_bytes", F.lit(None).cast("binary"))
-        parts = max(1, math.ceil(rows_in / options.samples_per_partition))
-        out = (
-            work.repartition(parts)
-            .mapInArrow(
-                functools.partial(_generate_partition, options=options, spec=generator_spec),
-                _spark_schema(STAGE_OUTPUT_SCHEMA),
-                profile=resource_profile(spark, generator_spec),
-            )
-            .persist(StorageLevel.MEMORY_AND_DISK)
-        )
+        out = run_model_stage(
+            lake,
+            work,
+            functools.partial(_generate_partition, options=options, spec=generator_spec),
+            model,
+            images_for=F.when(needs_image, F.col("image_id")) if model is not None else None,
+            tasks=min(task_count(spark, model), math.ceil(rows_in / options.samples_per_partition)),
+        ).persist(StorageLevel.MEMORY_AND_DISK)
         got = unit_counts(out, rows_in, units_in, STAGE)
         counts.update(
             rows_out=got.parents_out,

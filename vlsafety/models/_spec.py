@@ -115,14 +115,21 @@ def canonical_json(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Resources:
-    """What one inference task needs (NeMo-Curator style). ``gpus`` may be fractional."""
+    """What one inference task needs (NeMo-Curator style). ``gpus`` may be fractional.
+
+    ``tasks`` is how many Spark tasks a model stage runs in (None: two per GPU slot on a
+    GPU cluster, one per ``cpus`` cores otherwise; see :func:`vlsafety.executor.task_count`).
+    """
 
     cpus: int = 1
     gpus: float = 0.0
+    tasks: int | None = None
 
     def __post_init__(self) -> None:
         if self.cpus < 1:
             raise ValueError(f"resources.cpus: must be >= 1, got {self.cpus}")
+        if self.tasks is not None and self.tasks < 1:
+            raise ValueError(f"resources.tasks: must be >= 1, got {self.tasks}")
         if self.gpus < 0:
             raise ValueError(f"resources.gpus: must be >= 0, got {self.gpus}")
         if self.gpus > 1 and self.gpus != int(self.gpus):

@@ -3,7 +3,9 @@
 Each goes through :func:`vlsafety.inference.run_cached`: requests are keyed by a hash of
 everything that determines the answer (model, messages, image id, sampling, prompt
 version), only missing keys are computed, and results are merged into Delta — so a
-killed job resumes where it stopped and a rerun is nearly free.
+killed job resumes where it stopped and a rerun is nearly free. Requests carry image ids
+only; the bytes of the ``images`` table are joined right before the model
+(:func:`vlsafety.executor.map_with_model`), after the resume anti-join.
 
 Tables (all keyed by ``request_key``):
 
@@ -24,6 +26,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
+
 from vlsafety.lake import Lake
 from vlsafety.models import ModelSpec
 
@@ -31,25 +35,12 @@ __all__ = [
     "embed_candidates",
     "judge_responses",
     "respond",
-    "with_image_bytes",
 ]
 
 
-def with_image_bytes(lake: Lake, df: Any) -> Any:
-    """``df`` (with ``image_id``) joined with the image bytes as column ``image``."""
-    images = lake.read("images").select("image_id", lake_col("bytes").alias("image"))
-    return df.join(images, "image_id", "left")
-
-
-def lake_col(name: str) -> Any:
-    from pyspark.sql import functions as F
-
-    return F.col(name)
-
-
-def _for_model(df: Any, spec: ModelSpec) -> Any:
-    """Requests as ``spec`` takes them: a text-only model gets no image column."""
-    return df.drop("image") if spec.text_only and "image" in df.columns else df
+def _images(lake: Lake) -> Any:
+    """The ``images`` table's ids and bytes, joined by the model stage itself."""
+    return lake.read("images").select("image_id", "bytes")
 
 
 def embed_candidates(lake: Lake, candidates: Any, spec: ModelSpec) -> dict[str, int]:
@@ -58,15 +49,15 @@ def embed_candidates(lake: Lake, candidates: Any, spec: ModelSpec) -> dict[str, 
 
     from vlsafety.inference import add_request_key, run_cached
 
-    cands = with_image_bytes(lake, candidates.select("candidate_id", "image_id", "text"))
+    cands = candidates.select("candidate_id", "image_id", "text")
     cands = cands.withColumn("request_id", F.col("candidate_id"))
+    with_image = F.col("image_id").isNotNull()
     groups = {
-        "embed_pair": cands.where(F.col("image").isNotNull() & F.col("text").isNotNull()),
-        "embed_image": cands.where(F.col("image").isNotNull() & F.col("text").isNull()).drop(
-            "text"
-        ),
-        "embed_text": cands.where(F.col("image").isNull()).drop("image"),
+        "embed_pair": cands.where(with_image & F.col("text").isNotNull()),
+        "embed_image": cands.where(with_image & F.col("text").isNull()).drop("text"),
+        "embed_text": cands.where(~with_image),
     }
+    images = _images(lake)
     computed = failed = 0
     for task, part in groups.items():
         cols = (
@@ -76,7 +67,9 @@ def embed_candidates(lake: Lake, candidates: Any, spec: ModelSpec) -> dict[str, 
         )
         cols = [c for c in cols if c in part.columns]
         keyed = add_request_key(part, spec, task, cols)
-        done = run_cached(lake, "candidate_embeddings", keyed, spec, task, ["request_key"])
+        done = run_cached(
+            lake, "candidate_embeddings", keyed, spec, task, ["request_key"], images=images
+        )
         computed += done.computed
         failed += done.failed
     return {"computed": computed, "failed": failed}
@@ -91,36 +84,46 @@ def respond(
 ) -> dict[str, int]:
     """Each victim model answers each candidate (image + question) into ``responses``."""
     from pyspark.sql import functions as F
-    from pyspark.sql.types import StringType
+    from pyspark.sql.functions import pandas_udf
 
     from vlsafety.inference import add_request_key, run_cached
     from vlsafety.models import SamplingParams
 
-    # a lambda: pyspark 4 warns that it cannot infer an eval type from _messages' hints
-    to_messages = F.udf(lambda text: _messages(text), StringType())
-    reqs = with_image_bytes(lake, candidates.select("candidate_id", "image_id", "text"))
-    reqs = reqs.select(
+    # A pandas UDF, not F.udf: pyspark 4.2's Arrow-optimized Python UDF hangs when it
+    # reads a vectorized parquet scan directly (the requests no longer pass a join first).
+    @pandas_udf("string")  # type: ignore[call-overload]
+    def to_messages(text: pd.Series) -> pd.Series:
+        return text.map(_messages)
+
+    reqs = candidates.select(
         F.col("candidate_id"),
         F.col("candidate_id").alias("request_id"),
         "image_id",
-        "image",
         F.col("text").alias("prompt"),
         to_messages("text").alias("messages_json"),
     )
+    images = _images(lake)
     computed = failed = 0
     for spec in victims:
         sampling = SamplingParams.from_spec(
             spec, **({"max_tokens": max_tokens} if max_tokens else {})
         )
         keyed = add_request_key(
-            _for_model(reqs, spec),
+            reqs,
             spec,
             "chat",
             ["candidate_id", "messages_json", "image_id"],
             constants={"sampling": _sampling_dict(sampling)},
         )
         done = run_cached(
-            lake, "responses", keyed, spec, "chat", ["request_key"], sampling=sampling
+            lake,
+            "responses",
+            keyed,
+            spec,
+            "chat",
+            ["request_key"],
+            sampling=sampling,
+            images=images,
         )
         computed += done.computed
         failed += done.failed
@@ -166,28 +169,31 @@ def judge_responses(
     items = resp.join(
         candidates.select("candidate_id", "image_id", F.col("text").alias("prompt")), "candidate_id"
     )
-    items = with_image_bytes(lake, items).withColumn("request_id", F.col("response_key"))
+    items = items.withColumn("request_id", F.col("response_key"))
     items = items.withColumn("prompt", F.coalesce("prompt", F.lit("")))
     items = items.withColumn("response", F.coalesce("response", F.lit("")))
+    images = _images(lake)
     computed = failed = 0
     for spec in judges:
         keyed = add_request_key(
-            _for_model(items, spec),
-            spec,
-            "guard",
-            ["response_key", "prompt", "response", "image_id"],
+            items, spec, "guard", ["response_key", "prompt", "response", "image_id"]
         )
-        done = run_cached(lake, "judgments", keyed, spec, "guard", ["request_key"])
+        done = run_cached(lake, "judgments", keyed, spec, "guard", ["request_key"], images=images)
         computed += done.computed
         failed += done.failed
     if evaluator is not None:
         keyed = add_request_key(
-            _for_model(items, evaluator),
+            items, evaluator, "elite_judge", ["response_key", "prompt", "response", "image_id"]
+        )
+        done = run_cached(
+            lake,
+            "elite_judgments",
+            keyed,
             evaluator,
             "elite_judge",
-            ["response_key", "prompt", "response", "image_id"],
+            ["request_key"],
+            images=images,
         )
-        done = run_cached(lake, "elite_judgments", keyed, evaluator, "elite_judge", ["request_key"])
         computed += done.computed
         failed += done.failed
     return {"computed": computed, "failed": failed}
