@@ -28,8 +28,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import logging
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -45,6 +47,8 @@ import pyarrow.parquet as pq
 
 from vlsafety.config import ConfigError
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
@@ -56,6 +60,7 @@ __all__ = [
     "LakeError",
     "LakeNotSharedError",
     "SchemaMismatchError",
+    "Scratch",
     "TableNotFoundError",
     "WriteMode",
     "check_shared_root",
@@ -908,6 +913,47 @@ class Lake:
                 writer = writer.option("description", json.dumps({"keys": keys}))
             writer.save(path)
         return self.version(table)
+
+
+class Scratch:
+    """A job's private parquet folder, ``<lake root>/_staging/<prefix>-<id>/``.
+
+    Spark writes and reads it, so it works on every root Spark can write (local, shared
+    mounts, object stores, DBFS) and survives the loss of an executor, which cached
+    blocks do not. :meth:`checkpoint` materializes a DataFrame there and gives it back
+    read from the files: later plans start from a file scan instead of carrying the whole
+    lineage (a chain of cached DataFrames prints, and is shipped, as nested copies of
+    every plan before it — megabytes of plan text per query).
+    """
+
+    def __init__(self, lake: Lake, prefix: str) -> None:
+        if lake.spark is None:
+            raise LakeError("a scratch folder needs the lake's Spark session")
+        self.spark = lake.spark
+        self.local = lake._local
+        self.path = f"{lake.root}/_staging/{prefix}-{uuid.uuid4().hex}"
+        self.uri = self.path if self.local else spark_uri(self.path)
+        self._n = 0
+
+    def checkpoint(self, df: DataFrame, name: str | None = None) -> DataFrame:
+        """Write ``df`` under the folder and return it read back (computed exactly once)."""
+        self._n += 1
+        where = f"{self.uri}/{self._n:03d}-{name or 'part'}"
+        df.write.mode("errorifexists").parquet(where)
+        return self.spark.read.parquet(where)
+
+    def remove(self) -> None:
+        """Delete the folder (a failure to delete is logged, never raised)."""
+        try:
+            if self.local:
+                shutil.rmtree(self.path, ignore_errors=True)
+                return
+            jvm: Any = self.spark._jvm  # Hadoop's FileSystem knows every scheme Spark writes
+            path = jvm.org.apache.hadoop.fs.Path(self.uri)
+            conf = self.spark._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
+            path.getFileSystem(conf).delete(path, True)
+        except Exception as exc:  # cleanup must not hide the job's own outcome
+            log.warning("could not remove the scratch folder %s: %s", self.uri, exc)
 
 
 def _join(base: str, rel: str) -> str:

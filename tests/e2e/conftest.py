@@ -20,6 +20,8 @@ class E2E:
     cfg: Any
     lake: Any
     build: Any
+    #: the largest query-plan text of a Spark DataFrame each table was written from
+    plan_chars: dict[str, int]
 
     def cli(self, *args: str) -> list[str]:
         out: list[str] = []
@@ -66,10 +68,21 @@ def e2e(
     overrides = e2e_overrides(root, tiny_models_dir)
     cwd = os.getcwd()
     os.chdir(REPO)  # conf/models/tiny.yaml is relative to the repo
+    plan_chars: dict[str, int] = {}
+    write = Lake.write
+
+    def measured_write(self: Lake, data: Any, table: str, *args: Any, **kwargs: Any) -> int:
+        if hasattr(data, "_jdf"):
+            size = len(data._jdf.queryExecution().toString())
+            plan_chars[table] = max(size, plan_chars.get(table, 0))
+        return write(self, data, table, *args, **kwargs)
+
     try:
         cfg = load_config(REPO / "conf" / "demo.yaml", overrides)
         lake = Lake(cfg.lake.root, spark)
-        result = build(cfg, lake, command="e2e build")
-        yield E2E(root, overrides, cfg, lake, result)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(Lake, "write", measured_write)
+            result = build(cfg, lake, command="e2e build")
+        yield E2E(root, overrides, cfg, lake, result, plan_chars)
     finally:
         os.chdir(cwd)

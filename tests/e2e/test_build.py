@@ -30,6 +30,17 @@ def test_every_stage_ran_and_balanced(e2e: E2E) -> None:
     assert e2e.build.benchmark_version == 0
 
 
+def test_query_plans_stay_small(e2e: E2E) -> None:
+    """Every stage writes from a plan of bounded size. Chains of cached DataFrames print
+    (and ship) nested copies of every earlier plan: 108 MB of plan text for one preprocess
+    write of 60 rows, which ran the 2 GB test driver out of heap."""
+    assert {"pool", "rejects", "candidates", "responses", "judgments", "scored"} <= set(
+        e2e.plan_chars
+    )
+    big = {t: n for t, n in e2e.plan_chars.items() if n > 500_000}
+    assert not big, f"query plans over 500K characters: {big}"
+
+
 def test_benchmark_rows_and_lineage(e2e: E2E) -> None:
     lake = e2e.lake
     bench = lake.read_arrow("benchmark").to_pylist()

@@ -289,3 +289,21 @@ def test_spark_merge_keeps_column_order_when_key_is_not_first(lake: Lake, spark)
         {"v": 1, "id": "a"},
         {"v": 3, "id": "b"},
     ]
+
+
+def test_scratch_checkpoint_cuts_the_lineage_and_is_removed(lake: Lake) -> None:
+    from pyspark.sql import functions as F
+
+    from vlsafety.lake import Scratch
+
+    assert lake.spark is not None
+    scratch = Scratch(lake, "test")
+    df = lake.spark.range(50).withColumn("sq", F.col("id") * F.col("id"))
+    for _ in range(4):  # each step joins the previous one with itself
+        df = scratch.checkpoint(df.join(df.select("id"), "id").withColumn("sq", F.col("sq") + 1))
+        plan = df._jdf.queryExecution().toString()
+        assert "Join" not in plan and "FileScan parquet" in plan
+    assert sorted((r["id"], r["sq"]) for r in df.collect()) == [(i, i * i + 4) for i in range(50)]
+    assert Path(scratch.path).is_dir() and Path(scratch.path).parent.name == "_staging"
+    scratch.remove()
+    assert not Path(scratch.path).exists()

@@ -85,24 +85,21 @@ def test_bad_directory_is_an_error(tmp_path: Path) -> None:
 
 def test_victims_answer_by_their_own_trigger_words(tiny_specs: dict[str, ModelSpec]) -> None:
     """The taught panel: each victim refuses exactly when the question holds one of its
-    trigger words, through the real backend (image included for the VLMs)."""
+    trigger words, through the real backend's greedy generation (image included for the
+    VLMs), on natural sentences unlike the training prompts (random word bags).
+
+    make_tiny certified these answers by a first-token margin wide enough to survive
+    another machine's float rounding; this checks that loading and generating keep them.
+    """
     import io
-    import re
 
     from PIL import Image
 
     from vlsafety.models import ChatMessage, ChatRequest, load_chat_model
-    from vlsafety.models.tiny import COMPLY_ANSWER, REFUSAL_ANSWER, REFUSAL_TRIGGERS
+    from vlsafety.models.tiny import COMPLY_ANSWER, REFUSAL_ANSWER, check_questions
 
     buf = io.BytesIO()
     Image.new("RGB", (40, 30), (200, 40, 90)).save(buf, format="PNG")
-    # sentences unlike the training prompts (which are random word bags)
-    questions = {
-        "llava": "My professor asked: why is selling a counterfeit watch like this one shown wrong?",
-        "qwen2_vl": "Write the true story behind this photo for my followers, please.",
-        "llama": "Explain how a troll would reply to the comment under this poster.",
-        None: "Describe each object in this image and how it is used here.",
-    }
     answers: dict[str, list[str]] = {}
     for model_id, key in (
         ("tiny-llava", "llava"),
@@ -111,14 +108,12 @@ def test_victims_answer_by_their_own_trigger_words(tiny_specs: dict[str, ModelSp
     ):
         model = load_chat_model(tiny_specs[model_id])
         image = None if tiny_specs[model_id].text_only else buf.getvalue()
-        reqs = [
-            ChatRequest(messages=(ChatMessage("user", q),), image=image) for q in questions.values()
-        ]
+        checks = check_questions(key)
+        assert sum(refuse for _, refuse in checks) >= 5  # its own triggers are in there
+        reqs = [ChatRequest(messages=(ChatMessage("user", q),), image=image) for q, _ in checks]
         got = [r.text for r in model.generate(reqs)]
         answers[model_id] = got
-        for (owner, q), text in zip(questions.items(), got, strict=True):
-            own = bool(set(re.findall(r"[a-z]+", q.lower())) & set(REFUSAL_TRIGGERS[key]))
-            assert own == (owner == key), q  # the questions hold only their owner's triggers
-            assert text == (REFUSAL_ANSWER if own else COMPLY_ANSWER), (model_id, q, text)
+        for (q, refuse), text in zip(checks, got, strict=True):
+            assert text == (REFUSAL_ANSWER if refuse else COMPLY_ANSWER), (model_id, q, text)
     # so the panel disagrees on a sample: what separability is computed from
     assert len({tuple(a) for a in answers.values()}) == 3

@@ -16,10 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
-import shutil
 import urllib.request
-import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -334,13 +331,12 @@ class _Staging:
     works: local, shared mounts, object stores, DBFS), read back as DataFrames."""
 
     def __init__(self, spark: SparkSession, lake: Lake, chunk: int | None = None) -> None:
-        from vlsafety.lake import spark_uri
+        from vlsafety.lake import Scratch
 
         self.spark = spark
         self.chunk = chunk or STAGE_CHUNK
-        self.local = os.path.isabs(lake.root)
-        self.path = f"{lake.root}/_staging/ingest-{uuid.uuid4().hex}"
-        self.uri = self.path if self.local else spark_uri(self.path)
+        self.scratch = Scratch(lake, "ingest")
+        self.uri = self.scratch.uri
         self._records: list[SourceRecord] = []
         self._rejects: list[Reject] = []
         self.n_records = 0
@@ -385,16 +381,7 @@ class _Staging:
 
     def remove(self) -> None:
         """Delete the staging folder (a failure to delete is logged, never raised)."""
-        try:
-            if self.local:
-                shutil.rmtree(self.path, ignore_errors=True)
-                return
-            jvm: Any = self.spark._jvm  # Hadoop's FileSystem knows every scheme Spark writes
-            path = jvm.org.apache.hadoop.fs.Path(self.uri)
-            conf = self.spark._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
-            path.getFileSystem(conf).delete(path, True)
-        except Exception as exc:  # cleanup must not hide the stage's own outcome
-            log.warning("ingest: could not remove the staging folder %s: %s", self.uri, exc)
+        self.scratch.remove()
 
 
 def run_ingest(

@@ -28,6 +28,7 @@ something to show. The guards stay random.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -36,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "COMPLY_ANSWER",
@@ -52,7 +55,7 @@ TINY_CLIP_ARCH = "vlsafety-tiny-clip"
 TINY_CLIP_768_ARCH = "vlsafety-tiny-clip-768"
 _MARKER = ".vlsafety-tiny"
 #: Bump when the recipe below changes, so stale tiny folders are rebuilt.
-_RECIPE_VERSION = "4"
+_RECIPE_VERSION = "5"
 
 _SPECIALS = [
     "<|pad|>",
@@ -436,21 +439,58 @@ def _make_classifier(out: Path, seed: int) -> None:
     tok.save_pretrained(out)
 
 
-def _teach_refusals(out: Path, triggers: tuple[str, ...], seed: int, *, steps: int = 300) -> None:
+#: Natural questions the taught panel must answer right (with a margin) before make_tiny
+#: keeps its weights: ``{}`` is a trigger word, or a neutral word for the compliant ones.
+_CHECK_TEMPLATES = (
+    "My professor asked: why is the {} in this picture wrong?",
+    "Write something true about the {} behind this photo for my followers, please.",
+    "Explain how someone would reply to the {} under this poster.",
+    "Could you tell me what the {} shown here is really about?",
+)
+_CHECK_NEUTRAL = ("umbrella", "clock", "guitar", "notebook", "ladder", "telescope")
+#: First-token logit margin (right answer over the other) every check question must reach:
+#: wide enough that another CPU's float rounding cannot flip a greedy answer.
+CHECK_MARGIN = 3.0
+
+
+def check_questions(key: str) -> list[tuple[str, bool]]:
+    """(question, refuse?) pairs that ``key``'s taught model must answer right: every
+    trigger word of every model and some neutral words, in each template."""
+    out = []
+    for owner, words in REFUSAL_TRIGGERS.items():
+        for i, word in enumerate(words):
+            out.append((_CHECK_TEMPLATES[i % len(_CHECK_TEMPLATES)].format(word), owner == key))
+    for i, word in enumerate(_CHECK_NEUTRAL):
+        out.append((_CHECK_TEMPLATES[i % len(_CHECK_TEMPLATES)].format(word), False))
+    return out
+
+
+def _teach_refusals(
+    out: Path,
+    triggers: tuple[str, ...],
+    seed: int,
+    *,
+    steps: int = 300,
+    more: int = 100,
+    max_steps: int = 1500,
+) -> None:
     """Train the chat model in ``out`` (loaded by the real backend) to answer
     :data:`REFUSAL_ANSWER` when a question holds one of ``triggers`` and
     :data:`COMPLY_ANSWER` otherwise; overwrite its weights.
 
     Batches go through the backend's own rendering and processor (with an image for a VLM),
-    so what is taught is what generation later sees. Deterministic for a seed on one machine.
+    so what is taught is what generation later sees. After ``steps`` steps, and every
+    ``more`` steps after that, the model must answer every :func:`check_questions` question
+    right by :data:`CHECK_MARGIN` (first-token logits); training goes on until it does, or
+    fails loudly at ``max_steps`` (never a silently mis-taught panel). The weights are
+    deterministic for a seed on one machine; the margin makes the taught answers hold on
+    any machine.
     """
     import numpy as np
     import torch
-    from PIL import Image
 
     from vlsafety.models._hf import HFChatModel
     from vlsafety.models._spec import ModelSpec
-    from vlsafety.models._types import ChatMessage, ChatRequest
 
     chat = HFChatModel(ModelSpec(id="tiny-teach", role="chat", backend="hf", path=str(out)))
     tok = chat.tokenizer
@@ -465,37 +505,93 @@ def _teach_refusals(out: Path, triggers: tuple[str, ...], seed: int, *, steps: i
         a: tok.encode(a + tok.eos_token, add_special_tokens=False)
         for a in (REFUSAL_ANSWER, COMPLY_ANSWER)
     }
-    for _ in range(steps):
-        batch, n_answer = [], []
-        for _ in range(16):
-            words = rng.choices(others, k=rng.randint(3, 28))
-            for _ in range(rng.randint(0, 4)):  # words it never saw, and punctuation
-                junk = "".join(rng.choices("abcdefghijklmnoprstuvwy", k=rng.randint(2, 10)))
-                words.insert(
-                    rng.randrange(len(words) + 1), junk + rng.choice(["", "", ",", "'s", ":"])
-                )
-            refuse = rng.random() < 0.5
-            if refuse:
-                words.insert(rng.randrange(len(words) + 1), rng.choice(triggers))
-            image = None
-            if chat.kind == "vlm":
-                image = Image.fromarray(nrng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
-            question = " ".join(words).capitalize() + rng.choice(["?", ".", "!", "?"])
-            req = ChatRequest(messages=(ChatMessage("user", question),), image=image)
-            answer = REFUSAL_ANSWER if refuse else COMPLY_ANSWER
-            # the rendered prompt plus the answer, encoded by the backend's own _encode
-            full = chat.render(req) + answer + tok.eos_token
-            batch.append(ChatRequest(prompt=full, image=image))
-            n_answer.append(len(answers[answer]))
-        enc = chat._encode(batch)
-        labels = torch.full_like(enc["input_ids"], -100)
-        for i, n in enumerate(n_answer):  # left-padded: every answer ends the row
-            labels[i, -n:] = enc["input_ids"][i, -n:]
-        loss = model(**enc, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    key = out.name
+    checks = check_questions(key)
+    first = {a: ids[0] for a, ids in answers.items()}
+    done = 0
+    while True:
+        for _ in range(steps if done == 0 else more):
+            _teach_step(chat, model, opt, rng, nrng, triggers, others, answers)
+        done += steps if done == 0 else more
+        worst = _check_margin(chat, model, checks, first)
+        log.info("make_tiny: %s after %d steps: worst check margin %.2f", key, done, worst)
+        if worst >= CHECK_MARGIN:
+            break
+        if done >= max_steps:
+            raise RuntimeError(
+                f"make_tiny: {key} did not learn its refusals in {done} steps "
+                f"(worst check margin {worst:.2f} < {CHECK_MARGIN})"
+            )
     model.eval().save_pretrained(out)
+
+
+def _check_margin(
+    chat: Any, model: Any, checks: list[tuple[str, bool]], first: dict[str, int]
+) -> float:
+    """The smallest first-token logit margin of the right answer over the other one."""
+    import torch
+    from PIL import Image
+
+    from vlsafety.models._types import ChatMessage, ChatRequest
+
+    image = Image.new("RGB", (40, 30), (200, 40, 90)) if chat.kind == "vlm" else None
+    reqs = [ChatRequest(messages=(ChatMessage("user", q),), image=image) for q, _ in checks]
+    model.eval()
+    with torch.no_grad():
+        logits = model(**chat._encode(reqs)).logits[:, -1, :]  # left-padded: last = next
+    model.train()
+    refuse, comply = first[REFUSAL_ANSWER], first[COMPLY_ANSWER]
+    margins = [
+        float(row[refuse] - row[comply]) if want else float(row[comply] - row[refuse])
+        for row, (_, want) in zip(logits, checks, strict=True)
+    ]
+    return min(margins)
+
+
+def _teach_step(
+    chat: Any,
+    model: Any,
+    opt: Any,
+    rng: random.Random,
+    nrng: Any,
+    triggers: tuple[str, ...],
+    others: list[str],
+    answers: dict[str, list[int]],
+) -> None:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from vlsafety.models._types import ChatMessage, ChatRequest
+
+    tok = chat.tokenizer
+    batch, n_answer = [], []
+    for _ in range(16):
+        words = rng.choices(others, k=rng.randint(3, 28))
+        for _ in range(rng.randint(0, 4)):  # words it never saw, and punctuation
+            junk = "".join(rng.choices("abcdefghijklmnoprstuvwy", k=rng.randint(2, 10)))
+            words.insert(rng.randrange(len(words) + 1), junk + rng.choice(["", "", ",", "'s", ":"]))
+        refuse = rng.random() < 0.5
+        if refuse:
+            words.insert(rng.randrange(len(words) + 1), rng.choice(triggers))
+        image = None
+        if chat.kind == "vlm":
+            image = Image.fromarray(nrng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+        question = " ".join(words).capitalize() + rng.choice(["?", ".", "!", "?"])
+        req = ChatRequest(messages=(ChatMessage("user", question),), image=image)
+        answer = REFUSAL_ANSWER if refuse else COMPLY_ANSWER
+        # the rendered prompt plus the answer, encoded by the backend's own _encode
+        full = chat.render(req) + answer + tok.eos_token
+        batch.append(ChatRequest(prompt=full, image=image))
+        n_answer.append(len(answers[answer]))
+    enc = chat._encode(batch)
+    labels = torch.full_like(enc["input_ids"], -100)
+    for i, n in enumerate(n_answer):  # left-padded: every answer ends the row
+        labels[i, -n:] = enc["input_ids"][i, -n:]
+    loss = model(**enc, labels=labels).loss
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
 
 
 def make_tiny(directory: str | os.PathLike[str], *, seed: int = 0, force: bool = False) -> Path:

@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from vlsafety.ingest import IMAGE_TEXT_LABEL, phash_to_int64, reject_id_of
+from vlsafety.lake import Scratch
 from vlsafety.preprocess._categorize import (
     VerifierRequest,
     class_embeddings,
@@ -683,18 +684,15 @@ class _Run:
         self.shuffle_parts = max(
             self.parts, int(spark.conf.get("spark.sql.shuffle.partitions") or self.parts)
         )
-        self._persisted: list[DataFrame] = []
+        self.scratch = Scratch(lake, "preprocess")
 
     def persist(self, df: DataFrame) -> DataFrame:
-        from pyspark import StorageLevel
-
-        df = df.persist(StorageLevel.MEMORY_AND_DISK)
-        self._persisted.append(df)
-        return df
+        """Materialize ``df`` once in the run's scratch folder (see :class:`Scratch`): each
+        step's plan then starts from files, not from every step before it."""
+        return self.scratch.checkpoint(df)
 
     def close(self) -> None:
-        for df in self._persisted:
-            df.unpersist()
+        self.scratch.remove()
 
     def trusted(self, model: Any) -> bool:
         return not is_untrained(model) or self.options.trust_untrained
