@@ -17,7 +17,7 @@ cfg = load_config(
     [f"lake.root={os.environ['VLSAFETY_LAKE']}"] if os.environ.get("VLSAFETY_LAKE") else [],
 )
 spark = get_spark(cfg.spark)
-lake = Lake(cfg.lake.root, spark)
+lake = Lake.from_config(cfg.lake, spark)
 
 # COMMAND ----------
 result = build(cfg, lake, command="notebook 02_build")

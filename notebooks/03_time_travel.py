@@ -16,7 +16,7 @@ cfg = load_config(
     [f"lake.root={os.environ['VLSAFETY_LAKE']}"] if os.environ.get("VLSAFETY_LAKE") else [],
 )
 spark = get_spark(cfg.spark)
-lake = Lake(cfg.lake.root, spark)
+lake = Lake.from_config(cfg.lake, spark)
 table = cfg.build.benchmark_table
 
 # COMMAND ----------
