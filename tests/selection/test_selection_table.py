@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vlsafety.selection import OUTPUT_COLUMNS, greedy_select, select_table, separability
 
@@ -170,3 +172,49 @@ def test_k_from_taxonomy_names_larger_than_present() -> None:
         device="numpy",
     )
     assert summary["n_categories"] == 4 and selected.num_rows == 6
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    cuts=st.lists(st.integers(1, 39), max_size=6, unique=True),
+    bad=st.lists(
+        st.tuples(st.integers(0, 39), st.sampled_from(["null", "zero", "short", "nan"])),
+        max_size=6,
+    ),
+)
+def test_chunked_embeddings_select_as_one_chunk_does(
+    cuts: list[int], bad: list[tuple[int, str]]
+) -> None:
+    """The embedding column is read chunk by chunk into one quantized matrix (no combined
+    copy): however Arrow chunks the table (Spark's toArrow gives one chunk per batch), and
+    wherever the bad rows fall, the picks, scores and rejects are the single-chunk ones."""
+    table = _table(40, seed=3)
+    emb = table.column("embedding").to_pylist()
+    for i, kind in bad:
+        emb[i] = {"null": None, "zero": [0.0] * 6, "short": [1.0] * 5, "nan": [np.nan] * 6}[kind]
+    table = _replace(table, "embedding", emb)
+    bounds = [0, *sorted(cuts), 40]
+    chunked = pa.concat_tables(
+        [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    )
+    assert chunked.column("embedding").num_chunks == len(bounds) - 1
+    one, one_summary = select_table(table.combine_chunks(), n_max=10, device="numpy")
+    many, many_summary = select_table(chunked, n_max=10, device="numpy")
+    assert many.column("sample_id").to_pylist() == one.column("sample_id").to_pylist()
+    np.testing.assert_array_equal(many.column("score").to_numpy(), one.column("score").to_numpy())
+    assert many_summary["rejects"] == one_summary["rejects"]
+    # and the single-chunk path is greedy_select on the raw matrix of the usable rows
+    rejected = {r["sample_id"] for r in one_summary["rejects"]}
+    keep = [i for i in range(40) if f"s{i}" not in rejected]
+    cats = table.column("category").to_pylist()
+    names = sorted(set(cats))  # K counts every category present, as select_table does
+    ref = greedy_select(
+        separability(np.array([np.mean(table.column("harmful")[i].as_py()) for i in keep])),
+        np.array([np.mean(table.column("judge_probs")[i].as_py()) for i in keep]),
+        np.array([names.index(cats[i]) for i in keep]),
+        np.array([emb[i] for i in keep], dtype=np.float32),
+        n_categories=len(names),
+        n_max=min(10, len(keep)),
+        device="numpy",
+    )
+    assert one.column("sample_id").to_pylist() == [f"s{keep[j]}" for j in ref.indices.tolist()]

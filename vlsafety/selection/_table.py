@@ -33,9 +33,9 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from vlsafety.metrics import ELITE_THRESHOLD, benchmark_quality
-from vlsafety.selection._criteria import separability
+from vlsafety.selection._criteria import quantize_embeddings, separability
 from vlsafety.selection._elite import elite_filter
-from vlsafety.selection._greedy import DEFAULT_WEIGHTS, greedy_select
+from vlsafety.selection._greedy import DEFAULT_WEIGHTS, _prepare, _run
 
 __all__ = ["OUTPUT_COLUMNS", "select_table"]
 
@@ -90,16 +90,7 @@ def _scalar_column(table: pa.Table, name: str) -> NDArray[np.float64]:
     return np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def _list_column(
-    table: pa.Table, name: str, dtype: type[np.floating[Any]] = np.float64
-) -> tuple[NDArray[np.floating[Any]], NDArray[np.int64]]:
-    """A list column as an ``(n, width)`` matrix (NaN rows where unusable) and row lengths.
-
-    ``width`` is the most common non-zero length; rows of another length (or null) get
-    NaN rows and their length is returned for the caller to reject them.
-    """
-    arr = _column(table, name)
-    t = arr.type
+def _check_list_type(name: str, t: pa.DataType) -> None:
     if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
         raise ValueError(f"column {name!r}: expected a list column, got {t}")
     value_type = t.value_type
@@ -109,9 +100,87 @@ def _list_column(
         or pa.types.is_boolean(value_type)
     ):
         raise ValueError(f"column {name!r}: expected a list of numbers, got {t}")
+
+
+def _list_lengths(arr: pa.Array) -> NDArray[np.int64]:
+    """Row lengths of a list array; -1 for a null row."""
+    raw = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+    return np.where(np.isnan(raw.astype(np.float64)), -1, raw).astype(np.int64)
+
+
+@dataclass
+class _Embeddings:
+    """The embedding column, quantized row by row (:func:`quantize_embeddings`)."""
+
+    q: NDArray[np.float32]  # (n, width); zero rows where a row is unusable
+    lengths: NDArray[np.int64]  # -1 for null
+    finite: NDArray[np.bool_]  # rows of the common width with only finite entries
+    nonzero: NDArray[np.bool_]  # ... and not all zero
+
+    @property
+    def width(self) -> int:
+        return int(self.q.shape[1])
+
+
+def _embeddings(table: pa.Table, name: str) -> _Embeddings:
+    """Read ``name`` (list of numbers) chunk by chunk straight into one quantized float32
+    matrix: the Arrow chunks are never combined and no raw (n, d) copy is made, so the
+    driver holds the Arrow column and the selector's matrix, nothing more (300K x 768:
+    0.9 GB each). Rows of another length, null, non-finite or all-zero stay zero and are
+    flagged for the caller to reject; quantization is row-wise, so the usable rows equal
+    ``quantize_embeddings`` of the raw matrix."""
+    col = table.column(name)
+    _check_list_type(name, col.type)
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    lengths = (
+        np.concatenate([_list_lengths(c) for c in chunks]) if chunks else np.zeros(0, np.int64)
+    )
+    n = len(lengths)
+    positive = lengths[lengths > 0]
+    width = int(np.bincount(positive).argmax()) if positive.size else 0
+    q = np.zeros((n, width), dtype=np.float32)
+    finite = np.zeros(n, dtype=bool)
+    nonzero = np.zeros(n, dtype=bool)
+    pos = 0
+    for chunk in chunks:
+        m = len(chunk)
+        lens = lengths[pos : pos + m]
+        good = lens == width if width else np.zeros(m, dtype=bool)
+        if good.any():
+            flat = pc.list_flatten(chunk)
+            vals = np.asarray(
+                pc.cast(flat, pa.float32()).to_numpy(zero_copy_only=False), dtype=np.float32
+            )
+            block = (
+                vals.reshape(m, width)
+                if good.all()
+                else vals[np.repeat(good, np.maximum(lens, 0))].reshape(-1, width)
+            )
+            rows = pos + np.flatnonzero(good)
+            fin = np.all(np.isfinite(block), axis=1)
+            nz = fin & np.any(block != 0, axis=1)
+            finite[rows] = fin
+            nonzero[rows] = nz
+            if nz.all():
+                q[rows] = quantize_embeddings(block)
+            elif nz.any():
+                q[rows[nz]] = quantize_embeddings(block[nz])
+        pos += m
+    return _Embeddings(q, lengths, finite, nonzero)
+
+
+def _list_column(
+    table: pa.Table, name: str, dtype: type[np.floating[Any]] = np.float64
+) -> tuple[NDArray[np.floating[Any]], NDArray[np.int64]]:
+    """A list column as an ``(n, width)`` matrix (NaN rows where unusable) and row lengths.
+
+    ``width`` is the most common non-zero length; rows of another length (or null) get
+    NaN rows and their length is returned for the caller to reject them.
+    """
+    arr = _column(table, name)
+    _check_list_type(name, arr.type)
     n = len(arr)
-    lengths_raw = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
-    lengths = np.where(np.isnan(lengths_raw.astype(np.float64)), -1, lengths_raw).astype(np.int64)
+    lengths = _list_lengths(arr)
     positive = lengths[lengths > 0]
     if positive.size == 0:
         return np.full((n, 0), np.nan, dtype=dtype), lengths
@@ -269,23 +338,24 @@ def select_table(
     sources: dict[str, str] = {}
     if mode == "greedy":
         _require(table, ["embedding"], "greedy mode needs embeddings")
-        emb, emb_len = _list_column(table, "embedding", np.float32)
+        emb = _embeddings(table, "embedding")
+        emb_len = emb.lengths
         rejects.flag(emb_len <= 0, "missing_embedding", "embedding is null or empty")
-        mismatch = (emb_len > 0) & (emb_len != emb.shape[1])
+        mismatch = (emb_len > 0) & (emb_len != emb.width)
         rejects.flag(
             mismatch,
             "bad_embedding_dim",
             [
-                f"embedding has {k} dims, the table's other rows {emb.shape[1]}"
+                f"embedding has {k} dims, the table's other rows {emb.width}"
                 for k in emb_len[mismatch].tolist()
             ],
         )
-        usable = emb_len == emb.shape[1]
-        finite = np.all(np.isfinite(emb), axis=1) if emb.shape[1] else np.zeros(n, dtype=bool)
+        usable = (emb_len == emb.width) & (emb_len > 0)
+        finite = emb.finite
         rejects.flag(
             usable & ~finite, "nonfinite_embedding", "embedding holds null, NaN or infinite entries"
         )
-        zero = usable & finite & ~np.any(emb != 0, axis=1)
+        zero = usable & finite & ~emb.nonzero
         rejects.flag(zero, "zero_embedding", "embedding is the zero vector (no direction)")
 
         if "p_h" in table.column_names:
@@ -351,16 +421,20 @@ def select_table(
             result = None
         else:
             c_sep_all = separability(p_h[valid])
-            result = greedy_select(
+            # greedy_select on the matrix quantized while reading (no second copy)
+            prep = _prepare(
                 c_sep_all,
                 harm[valid],
                 cat_ids,
-                emb[valid],
+                None,
                 n_categories=k,
                 n_max=min(n_max, int(valid.size)),
                 weights=weights,
-                device=device,
+                initial=None,
+                quantized=emb.q if valid.size == n else emb.q[valid],
             )
+            del emb
+            result = _run(prep, device)
             order = valid[result.indices]
         summary["weights"] = [float(w) for w in weights]
         if result is not None and len(result):
