@@ -337,8 +337,6 @@ def main() -> None:
             capture_output=True,
         )
         args.models_yaml = str(work / "tiny-models" / "models.yaml")
-    from vlsafety.ingest.demo_data import write_demo_data
-
     sizes = [int(s) for s in args.sizes.split(",") if s]
     base_sizes = (
         set() if args.no_baseline else {int(s) for s in args.baseline_sizes.split(",") if s}
@@ -349,7 +347,13 @@ def main() -> None:
         t0 = time.perf_counter()
         if not (data_dir / "planted.json").exists():
             shutil.rmtree(data_dir, ignore_errors=True)
-            write_demo_data(data_dir, n=n, seed=0)
+            # in a child, like make-tiny: the driver's RSS is then the pipeline's alone
+            subprocess.run(
+                [sys.executable, "-m", "vlsafety", "demo-data", str(data_dir), "--n", str(n)]
+                + ["--seed", "0"],
+                check=True,
+                capture_output=True,
+            )
         gen_s = time.perf_counter() - t0
         res = run_current(n, data_dir, work, args)
         res["demo_data_s"] = gen_s
