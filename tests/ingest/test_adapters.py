@@ -249,11 +249,13 @@ def test_vlguard_layout(tmp_path: Path) -> None:
     write(root / "test" / "bad_ads" / "a.png", png_bytes(1))  # split folder
     write(root / "privacy" / "b.png", png_bytes(2))  # next to the JSON
     recs, rejs = split(list(iter_source(f"vlguard:{root}")))
-    assert [(r.labels["instruction_type"], r.labels["safe"]) for r in recs] == [
-        ("safe_instruction", "true"),
-        ("unsafe_instruction", "true"),
-        ("instruction", "false"),
+    # ``safe`` is the image's flag: kept as image_safe; each instruction gets its intent
+    assert [(r.labels["instruction_type"], r.labels["image_safe"], r.intent) for r in recs] == [
+        ("safe_instruction", "true", "benign"),
+        ("unsafe_instruction", "true", "harmful"),
+        ("instruction", "false", "harmful"),
     ]
+    assert all("safe" not in r.labels for r in recs)
     assert recs[0].image == recs[1].image  # one image, two questions
     assert recs[2].labels["harmful_subcategory"] == "personal data"
     assert recs[2].labels["response"] == "No."
