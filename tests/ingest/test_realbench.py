@@ -7,6 +7,7 @@ record carrying a source harm label maps to a category (coverage 100 %).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -173,3 +174,59 @@ def test_dry_run_reports_each_file(case: tuple[str, str, set[str], set[str]]) ->
     )
     assert all(not r.unmapped and r.missing_images == 0 for r in reports)
     assert all(not r.records for r in reports if not r.read)
+
+
+def test_cli_dry_run_prints_per_file_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vlsafety.cli import main
+
+    lake = tmp_path / "lake"
+    rc = main(
+        ["--lake", str(lake), "ingest", "--dry-run", "--source", f"siuo:{data_dir() / 'siuo'}/data"]
+    )
+    out, _ = capsys.readouterr()
+    assert rc == 0
+    assert "siuo:siuo_mcqa.json  SKIPPED: multiple-choice variant of siuo_gen.json" in out
+    assert "siuo:siuo_gen.json  (generation questions)" in out
+    assert "records: 45   rejects: 0" in out
+    assert "bias: 10" in out and "unmapped label values: -" in out
+    assert not lake.exists()  # metadata only: no Spark, no table
+
+
+def test_dry_run_names_unmapped_values_and_missing_images(tmp_path: Path) -> None:
+    # invented: a label value no mapping knows and an image that is not there
+    root = tmp_path / "siuo"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "a.png").write_bytes(b"not read in a dry run")
+    entries = [
+        {"question_id": 1, "image": "a.png", "question": "q one?", "category": "new harm"},
+        {"question_id": 2, "image": "a.png", "question": "q two?", "category": "new harm"},
+        {"question_id": 3, "image": "gone.png", "question": "q three?", "category": "morality"},
+    ]
+    (root / "siuo_gen.json").write_text(json.dumps(entries), encoding="utf-8")
+    (report,) = dry_run([f"siuo:{root}"])
+    assert report.records == 2 and report.rejects == Counter(missing_file=1)
+    assert report.unmapped == Counter({"category='new harm'": 2})
+    assert report.categories == Counter({"(no source category)": 2})
+    assert report.missing_images == 1 and "gone.png" in report.missing_examples[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ingest", "--dry-run", "--source", "nosuchkind:/tmp"],
+        ["ingest", "--dry-run", "--source", "siuo"],
+        ["ingest", "--dry-run", "--source", "siuo:/no/such/path"],
+        ["ingest", "--dry-run", "--bogus"],
+    ],
+)
+def test_cli_bad_ingest_args_exit_2_with_one_line(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vlsafety.cli import main
+
+    rc = main(args)
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("vlsafety: error:")
