@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+import pyarrow.compute as pc
 import pytest
 from pyspark import cloudpickle
 
@@ -143,3 +144,24 @@ def test_preprocess_can_keep_benign_when_asked(
     )
     assert c["rejected.intent_filtered"] == 36
     assert {r["intent"] for r in lake.read_arrow("pool").to_pylist()} == {"benign"}
+
+
+def test_a_raw_pool_from_before_the_intent_column(
+    real: dict[str, Any], spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from vlsafety.lake import Lake
+
+    new: Lake = real["lake"]
+    old: Lake = Lake(tmp_path_factory.mktemp("old") / "lake", spark)
+    raw = new.read_arrow("raw_pool")
+    raw = raw.filter(pc.equal(raw.column("source"), "elite")).drop_columns(["intent"])
+    old.write(raw, "raw_pool", "merge", keys=["sample_id"])
+    old.write(new.read_arrow("images"), "images", "merge", keys=["image_id"])
+    # preprocess reads it (intent unknown: kept by default) ...
+    c = run_preprocess(spark, old, PreprocessOptions(partitions=1, min_side=16))
+    assert c["pending"] == raw.num_rows == c["kept"] + c["rejected"]
+    assert "rejected.intent_filtered" not in c
+    assert {r["intent"] for r in old.read_arrow("pool").to_pylist()} == {"unknown"}
+    # ... but ingest will not merge intent-less rows into it silently
+    with pytest.raises(ValueError, match="predates the intent column"):
+        run_ingest(spark, old, [f"elite:{data_dir() / 'elite-hf'}"])
