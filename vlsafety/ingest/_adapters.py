@@ -405,8 +405,9 @@ def _plan(
 
 
 def _planned(ctx: _Ctx, plan: Plan, source: str, path: Path) -> Iterator[tuple[Path, SourceFile]]:
-    """Yield (file, note) for files to read; notes of skipped files are yielded as
-    (file, note) too, with ``note.read`` False — the caller yields the note and moves on."""
+    """(file, note) for every planned file, read or skipped (``note.read``): the caller
+    yields each note, then the records of the files it reads. A plan that reads no file
+    is an error naming the source (nothing to ingest is never a silent success)."""
     if not any(read for _, read, _ in plan):
         raise ValueError(f"{source}: no benchmark file under {path}")
     for f, read, reason in plan:
