@@ -230,3 +230,16 @@ def test_cli_bad_ingest_args_exit_2_with_one_line(
     out, err = capsys.readouterr()
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("vlsafety: error:")
+
+
+def test_vlsbench_mapping_lists_exactly_the_published_categories() -> None:
+    from vlsafety.taxonomy import load_mappings, normalize_label
+
+    from .realbench import json_entries
+
+    (rule,) = [r for r in load_mappings().rules("vlsbench") if r.values is not None][:1]
+    published = {
+        normalize_label(str(e["category"])) for e in json_entries(data_dir() / "vlsbench/data.json")
+    }
+    assert rule.label == "category" and rule.values is not None
+    assert set(rule.values) == published  # no value that never occurs, none missing
