@@ -264,6 +264,8 @@ def _run_one_stage(name: str, args: argparse.Namespace, cfg: Config) -> int:
 def _cmd_ingest(args: argparse.Namespace, cfg: Config) -> int:
     import dataclasses
 
+    from vlsafety.ingest import parse_source
+
     if args.source:
         cfg = dataclasses.replace(
             cfg, build=dataclasses.replace(cfg.build, sources=list(args.source))
@@ -272,6 +274,17 @@ def _cmd_ingest(args: argparse.Namespace, cfg: Config) -> int:
         raise UsageError(
             "ingest: give at least one --source KIND:PATH (or build.sources in the config)"
         )
+    for spec in cfg.build.sources:
+        try:
+            parse_source(spec)
+        except ValueError as exc:
+            raise UsageError(f"ingest --source: {exc}") from None
+    if args.dry_run:
+        from vlsafety.ingest import dry_run, format_dry_run
+
+        reports = dry_run(list(cfg.build.sources), cfg.ingest)
+        _emit(args, [r.as_dict() for r in reports], format_dry_run(reports))
+        return 0
     return _run_one_stage("ingest", args, cfg)
 
 
@@ -521,6 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("ingest", "read sources into the images and raw_pool tables")
     s.add_argument("--source", action="append", metavar="KIND:PATH", help="repeatable")
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read the metadata only (no Spark, nothing written) and report per file: "
+        "records, categories, unmapped label values, missing images",
+    )
     s.add_argument("--json", action="store_true")
 
     for name, text in (

@@ -34,6 +34,7 @@ __all__ = [
     "load_taxonomy",
     "map_label",
     "normalize_label",
+    "unmapped_labels",
 ]
 
 #: Where the shipped taxonomies live (the repository's ``conf/taxonomies``).
@@ -362,6 +363,35 @@ def map_label(
         if key in rule.values:
             return rule.values[key]
     return None
+
+
+def unmapped_labels(
+    source: str,
+    labels: Mapping[str, str | None] | None,
+    *,
+    mappings: LabelMappings | None = None,
+) -> list[tuple[str, str]]:
+    """The (label, value) pairs of ``labels`` that a mapping rule reads but whose value
+    no rule maps — why :func:`map_label` found no category. Empty when it found one, or
+    when the sample carries no label any rule reads (no source label at all)."""
+    if not labels or map_label(source, labels, mappings=mappings) is not None:
+        return []
+    m = mappings or load_mappings()
+    by_key = {normalize_label(k): (k, v) for k, v in labels.items() if v not in (None, "")}
+    out: list[tuple[str, str]] = []
+    for rule in m.rules(source):
+        hit = by_key.get(normalize_label(rule.label))
+        if hit is None:
+            continue
+        key = normalize_label(str(hit[1]))
+        if rule.values is not None and key in rule.values:
+            continue  # known label that maps to no category on purpose
+        if rule.values is None and rule not in m.sources.get(normalize_label(source), ()):
+            continue  # a generic default rule: a label that is not a category name is fine
+        pair = (hit[0], str(hit[1]))
+        if pair not in out:
+            out.append(pair)
+    return out
 
 
 # ----------------------------------------------------------------------- keywords

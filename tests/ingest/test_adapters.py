@@ -249,11 +249,13 @@ def test_vlguard_layout(tmp_path: Path) -> None:
     write(root / "test" / "bad_ads" / "a.png", png_bytes(1))  # split folder
     write(root / "privacy" / "b.png", png_bytes(2))  # next to the JSON
     recs, rejs = split(list(iter_source(f"vlguard:{root}")))
-    assert [(r.labels["instruction_type"], r.labels["safe"]) for r in recs] == [
-        ("safe_instruction", "true"),
-        ("unsafe_instruction", "true"),
-        ("instruction", "false"),
+    # ``safe`` is the image's flag: kept as image_safe; each instruction gets its intent
+    assert [(r.labels["instruction_type"], r.labels["image_safe"], r.intent) for r in recs] == [
+        ("safe_instruction", "true", "benign"),
+        ("unsafe_instruction", "true", "harmful"),
+        ("instruction", "false", "harmful"),
     ]
+    assert all("safe" not in r.labels for r in recs)
     assert recs[0].image == recs[1].image  # one image, two questions
     assert recs[2].labels["harmful_subcategory"] == "personal data"
     assert recs[2].labels["response"] == "No."
@@ -321,31 +323,6 @@ def test_siuo_and_vlsbench_layouts(tmp_path: Path) -> None:
     assert reasons(rejs) == ["path_escape"]
 
 
-def test_spa_vl_layout(tmp_path: Path) -> None:
-    table = pa.table(
-        {
-            "image": pa.array(
-                [
-                    {"bytes": png_bytes(1), "path": "a.png"},
-                    {"bytes": png_bytes(2), "path": "b.png"},
-                ],
-                type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
-            ),
-            "question": ["How do I read this prescription label?", "What does this flag mean?"],
-            "class1": ["Information & Safety Harms", "Representation & ToxicityHarms"],
-            "class2": ["Dangerous information", "Toxic content"],
-            "class3": ["c", "d"],
-        }
-    )
-    root = tmp_path / "SPA-VL" / "data"
-    root.mkdir(parents=True)
-    pq.write_table(table, root / "test-00000.parquet")
-    recs, rejs = split(list(iter_source(f"spa-vl:{tmp_path / 'SPA-VL'}")))
-    assert not rejs
-    assert [r.labels["class2"] for r in recs] == ["Dangerous information", "Toxic content"]
-    assert all(r.image is not None and r.image.kind == "parquet" for r in recs)
-
-
 def test_jailbreakv_layout(tmp_path: Path) -> None:
     root = tmp_path / "JailBreakV_28K"
     write(
@@ -378,3 +355,30 @@ def test_elite_layout(tmp_path: Path) -> None:
     (rec,) = recs
     assert rec.labels == {"dataset": "vlguard", "taxonomy_code": "S6", "taxonomy": "Privacy"}
     assert reasons(rejs) == ["bad_record"]
+
+
+def test_hostile_paths_in_the_new_layouts(tmp_path: Path, outside: Path) -> None:
+    # invented: what the real files cannot show — names that try to leave the root
+    root = tmp_path / "MLLMGuard" / "desensitize"
+    write(
+        root / "position-swapping" / "prompt.csv",
+        "Image,Reverse Image,Prompt,Lan,Category I\n"
+        "a.jpg,../../../outside/secret.png,Which brand is better? Answer A or B.,en,Truthfulness\n",
+    )
+    write(root / "position-swapping" / "imgs" / "a.jpg", jpeg_bytes(1))
+    recs, rejs = split(list(iter_source(f"mllmguard:{root}")))
+    assert [r.labels["position"] for r in recs] == ["original"]
+    assert [(r.reason, r.source_ref) for r in rejs] == [
+        ("path_escape", "position-swapping/prompt.csv:line 2/reversed")
+    ]
+
+    elite_root = tmp_path / "ELITE"
+    write(
+        elite_root / "ELITE-benchmark.csv",
+        "dataset,taxonomy_code,taxonomy,image_name,question\n"
+        "x,S1,..,secret.png,Where is this?\n"
+        "x,S1,../outside,secret.png,Where is that?\n",
+    )
+    write(elite_root / "images" / "Violent Crimes" / "other.png", png_bytes(1))
+    recs, rejs = split(list(iter_source(f"elite:{elite_root}")))
+    assert recs == [] and reasons(rejs) == ["missing_file", "missing_file"]

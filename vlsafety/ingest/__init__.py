@@ -1,7 +1,9 @@
 """Ingest: read raw sources into the content-addressed ``images`` and ``raw_pool`` tables.
 
 Sources are ``KIND:PATH`` strings (``folder``, ``manifest`` and the published layouts of
-existing safety benchmarks, see :data:`ADAPTERS`). Adapters list records on the driver;
+existing safety benchmarks, see :data:`ADAPTERS`). Each adapter knows which files of a
+release are benchmark splits and notes every file it read or skipped (:class:`SourceFile`);
+:func:`dry_run` reports a source per file without Spark. Adapters list records on the driver;
 bytes are read, hashed and described in Spark tasks by :func:`run_ingest`. Rows that
 cannot become samples go to ``rejects`` with a reason code (:data:`INGEST_REASONS`).
 
@@ -15,7 +17,9 @@ from vlsafety.ingest._adapters import (
     IMAGE_TEXT_LABEL,
     iter_source,
     parse_source,
+    scan_source,
 )
+from vlsafety.ingest._dry_run import FileReport, dry_run, format_dry_run
 from vlsafety.ingest._images import (
     DECODE_ERRORS,
     DEFAULT_MAX_PIXELS,
@@ -34,9 +38,11 @@ from vlsafety.ingest._paths import PathEscapeError, is_remote, resolve_under
 from vlsafety.ingest._readers import clean_text
 from vlsafety.ingest._records import (
     INGEST_REASONS,
+    INTENTS,
     REJECT_COLUMNS,
     ImageRef,
     Reject,
+    SourceFile,
     SourceRecord,
     image_id_of,
     reject_id_of,
@@ -55,11 +61,13 @@ __all__ = [
     "ADAPTERS",
     "DECODE_ERRORS",
     "DEFAULT_MAX_PIXELS",
+    "FileReport",
     "FIGSTEP_PROMPT",
     "IMAGE_COLUMNS",
     "IMAGE_EXTENSIONS",
     "IMAGE_TEXT_LABEL",
     "INGEST_REASONS",
+    "INTENTS",
     "LOAD_ERRORS",
     "RAW_POOL_COLUMNS",
     "REJECT_COLUMNS",
@@ -68,8 +76,11 @@ __all__ = [
     "IngestOptions",
     "PathEscapeError",
     "Reject",
+    "SourceFile",
     "SourceRecord",
     "clean_text",
+    "dry_run",
+    "format_dry_run",
     "hamming",
     "image_id_of",
     "ingest_batch",
@@ -88,4 +99,5 @@ __all__ = [
     "resolve_under",
     "run_ingest",
     "sample_id_of",
+    "scan_source",
 ]

@@ -31,7 +31,7 @@ from vlsafety.ingest._readers import (
     iter_table,
     read_text_file,
 )
-from vlsafety.ingest._records import ImageRef, Reject, SourceRecord
+from vlsafety.ingest._records import INTENTS, ImageRef, Reject, SourceFile, SourceRecord
 
 __all__ = [
     "ADAPTERS",
@@ -41,10 +41,13 @@ __all__ = [
     "Item",
     "iter_source",
     "parse_source",
+    "scan_source",
 ]
 
 Item = SourceRecord | Reject
-Adapter = Callable[[Path, IngestOptions], Iterator[Item]]
+#: What an adapter yields: records and rejects, each after the note of the file it is from.
+Scanned = SourceRecord | Reject | SourceFile
+Adapter = Callable[[Path, IngestOptions], Iterator[Scanned]]
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif"}
@@ -116,6 +119,10 @@ class _Ctx:
         base = self.rel(path)
         return f"{base}:{where}" if where else base
 
+    def note(self, path: Path, read: bool, reason: str) -> SourceFile:
+        """The note that ``path`` is read (its records follow) or skipped, and why."""
+        return SourceFile(self.source, self.rel(path), read, reason)
+
     def reject(self, reason: str, detail: str, source_ref: str) -> Reject:
         return Reject(STAGE, reason, detail, self.source, source_ref)
 
@@ -178,6 +185,7 @@ class _Ctx:
         labels: dict[str, str],
         *,
         empty_text_is_none: bool = False,
+        intent: str = "unknown",
     ) -> Item:
         if isinstance(image, Reject):
             return image
@@ -191,7 +199,9 @@ class _Ctx:
         if cleaned is None and image is None:
             return self.reject("bad_record", "record has neither an image nor a text", source_ref)
         cleaned_labels = {k: clean_text(v)[0] or "" for k, v in labels.items()}
-        return SourceRecord(self.source, source_ref, cleaned, image, cleaned_labels, err)
+        return SourceRecord(
+            self.source, source_ref, cleaned, image, cleaned_labels, err, intent=intent
+        )
 
 
 def _files(path: Path, patterns: Sequence[str]) -> list[Path]:
@@ -231,7 +241,7 @@ def _pick(values: Mapping[str, Any], names: Sequence[str]) -> tuple[str | None, 
 # ----------------------------------------------------------------------- generic
 
 
-def folder(path: Path, options: IngestOptions) -> Iterator[Item]:
+def folder(path: Path, options: IngestOptions) -> Iterator[Scanned]:
     """Images under ``path`` (recursively); ``x.txt`` next to ``x.jpg`` is its prompt.
 
     Labels: ``folder`` (the image's folder relative to the root, if not the root) and
@@ -242,6 +252,7 @@ def folder(path: Path, options: IngestOptions) -> Iterator[Item]:
     ctx = _Ctx("folder", _root_of(path, options), options)
     if not path.is_relative_to(ctx.root):
         raise ValueError(f"folder source {path} is not inside its root {ctx.root}")
+    yield ctx.note(path, True, "image folder (x.txt next to x.jpg is its prompt)")
     for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
         dirnames.sort()
         here = Path(dirpath)
@@ -300,7 +311,7 @@ def folder(path: Path, options: IngestOptions) -> Iterator[Item]:
                 yield ctx.reject("orphan_sidecar", f"{rel}: no image with the same stem", rel)
 
 
-def manifest(path: Path, options: IngestOptions) -> Iterator[Item]:
+def manifest(path: Path, options: IngestOptions) -> Iterator[Scanned]:
     """A JSONL / JSON / CSV / TSV / parquet manifest with an image column (path, URL,
     data URL or bytes) and a text column, named by ``image_col`` / ``text_col``; labels
     from ``label_cols`` (default: all other columns). Paths resolve against ``root``
@@ -339,6 +350,7 @@ def manifest(path: Path, options: IngestOptions) -> Iterator[Item]:
             )
     is_csv = path.suffix.lower() in (".csv", ".tsv")
     search = _dirs(ctx, path)
+    yield ctx.note(path, True, "manifest")
     for row in iter_table(path):
         if isinstance(row, BadRow):
             yield ctx.bad(path, row)
@@ -361,18 +373,53 @@ def manifest(path: Path, options: IngestOptions) -> Iterator[Item]:
                 raise ValueError(f"{path}: label column(s) {missing} not in the header")
         else:
             labels = _labels(values, skip=(icol, tcol))
-        yield ctx.record(sref, values.get(tcol), image, labels, empty_text_is_none=is_csv)
+        # a manifest may carry the marker itself (the demo data and our own exports do)
+        marker = str(values.get("intent") or "").strip().lower()
+        intent = marker if marker in INTENTS else "unknown"
+        yield ctx.record(
+            sref, values.get(tcol), image, labels, empty_text_is_none=is_csv, intent=intent
+        )
 
 
 # -------------------------------------------------------------------- benchmarks
+#
+# Each benchmark adapter first decides which files of the release are splits of the
+# benchmark and which are not (answer keys, MCQA variants, mini subsets, red-team seed
+# lists), notes every file it looked at (read or skipped, and why), and then ingests each
+# benchmark record exactly once. A file named explicitly as PATH is always read.
+
+Plan = list[tuple[Path, bool, str]]
 
 
-def mm_safetybench(path: Path, options: IngestOptions) -> Iterator[Item]:
+def _plan(
+    path: Path,
+    patterns: Sequence[str],
+    classify: Callable[[Path, list[Path]], tuple[bool, str]],
+) -> Plan:
+    """(file, read?, reason) for each file under ``path`` matching ``patterns``; a file
+    given as ``path`` itself is read."""
+    files = _files(path, patterns)
+    if path.is_file():
+        return [(path, True, "named as the source path")]
+    return [(f, *classify(f, files)) for f in files]
+
+
+def _planned(ctx: _Ctx, plan: Plan, source: str, path: Path) -> Iterator[tuple[Path, SourceFile]]:
+    """(file, note) for every planned file, read or skipped (``note.read``): the caller
+    yields each note, then the records of the files it reads. A plan that reads no file
+    is an error naming the source (nothing to ingest is never a silent success)."""
+    if not any(read for _, read, _ in plan):
+        raise ValueError(f"{source}: no benchmark file under {path}")
+    for f, read, reason in plan:
+        yield f, ctx.note(f, read, reason)
+
+
+def mm_safetybench(path: Path, options: IngestOptions) -> Iterator[Scanned]:
     """MM-SafetyBench (Liu et al., 2024): ``data/processed_questions/<scenario>.json``
     (id → {"Question", "Rephrased Question", "Rephrased Question(SD)", "Key Phrase", …})
     and ``data/imgs/<scenario>/{SD,SD_TYPO,TYPO}/<id>.jpg``. One sample per question and
     image type: SD images go with "Rephrased Question(SD)", SD_TYPO and TYPO images with
-    "Rephrased Question" (the benchmark's own pairing)."""
+    "Rephrased Question" (the benchmark's own pairing). Every question is harmful."""
     root = _root_of(path, options)
     ctx = _Ctx("mm-safetybench", root, options)
     qdir = next(
@@ -395,6 +442,7 @@ def mm_safetybench(path: Path, options: IngestOptions) -> Iterator[Item]:
     )
     for qfile in sorted(qdir.glob("*.json")):
         scenario = qfile.stem
+        yield ctx.note(qfile, True, f"questions of scenario {scenario}")
         for row in iter_json_list(qfile):
             if isinstance(row, BadRow):
                 yield ctx.bad(qfile, row)
@@ -414,20 +462,53 @@ def mm_safetybench(path: Path, options: IngestOptions) -> Iterator[Item]:
                 phrase = row.values.get("Key Phrase")
                 if variant != "SD" and isinstance(phrase, str):
                     labels[IMAGE_TEXT_LABEL] = phrase  # the typography renders the key phrase
-                yield ctx.record(sref, text, image, labels)
+                yield ctx.record(sref, text, image, labels, intent="harmful")
 
 
-def figstep(path: Path, options: IngestOptions) -> Iterator[Item]:
+_FIGSTEP_SKIP = {
+    "safebench-tiny.csv": "SafeBench-Tiny: a 50-question subset of safebench.csv",
+    "benign_sentences_without_harmful_phase.csv": (
+        "benign sentences of FigStep's ablation, not SafeBench questions (no images)"
+    ),
+}
+
+
+def _figstep_root(path: Path) -> Path:
+    """The repository root of a FigStep checkout holding ``path`` (its images are under
+    ``data/images/SafeBench``), else the folder of ``path``."""
+    start = path if path.is_dir() else path.parent
+    ancestors = (start, *list(start.parents)[:3])
+    for layout in (("data", "images", "SafeBench"), ("images", "SafeBench")):
+        # the repository layout first, so a CSV and its checkout give the same refs
+        for cand in ancestors:
+            if cand.joinpath(*layout).is_dir():
+                return cand
+    return start
+
+
+def figstep(path: Path, options: IngestOptions) -> Iterator[Scanned]:
     """FigStep / SafeBench (Gong et al., 2023): ``safebench.csv`` (dataset, category_id,
     task_id, category_name, question, instruction) and typographic images
-    ``query_<dataset>_<category_id>_<task_id>_6.png``. The text is FigStep's fixed
-    list-completion prompt; question and instruction stay in the labels."""
-    root = _root_of(path, options)
+    ``query_<dataset>_<category_id>_<task_id>_6.png`` under ``data/images/SafeBench``.
+    The text is FigStep's fixed list-completion prompt; question and instruction stay in
+    the labels. A CSV given as PATH resolves images against its checkout's root."""
+    root = Path(options.root) if options.root is not None else _figstep_root(path)
     ctx = _Ctx("figstep", root, options)
-    csvs = _files(path, ["safebench.csv"]) or _files(path, ["*.csv"])
-    if not csvs:
-        raise ValueError(f"figstep: no safebench.csv under {path}")
-    for cfile in csvs:
+    files = _files(path, ["*.csv"])
+    has_full = any(f.name.lower() == "safebench.csv" for f in files)
+
+    def classify(f: Path, _: list[Path]) -> tuple[bool, str]:
+        name = f.name.lower()
+        if name == "safebench.csv":
+            return True, "SafeBench questions"
+        if name == "safebench-tiny.csv" and not has_full:
+            return True, "SafeBench-Tiny questions (no safebench.csv here)"
+        return False, _FIGSTEP_SKIP.get(name, "not a SafeBench question file")
+
+    for cfile, note in _planned(ctx, _plan(path, ["*.csv"], classify), "figstep", path):
+        yield note
+        if not note.read:
+            continue
         search = _dirs(
             ctx, cfile, "images/SafeBench", "data/images/SafeBench", "images", "SafeBench"
         )
@@ -446,21 +527,42 @@ def figstep(path: Path, options: IngestOptions) -> Iterator[Item]:
             labels = _labels(v)
             if v.get("instruction"):
                 labels[IMAGE_TEXT_LABEL] = v["instruction"]  # what the typographic image says
-            yield ctx.record(sref, FIGSTEP_PROMPT, image, labels)
+            yield ctx.record(sref, FIGSTEP_PROMPT, image, labels, intent="harmful")
 
 
-def vlguard(path: Path, options: IngestOptions) -> Iterator[Item]:
-    """VLGuard (Zong et al., 2024): a JSON list of {"id", "image", "safe",
-    "harmful_category", "harmful_subcategory", "instr-resp": [{"safe_instruction" |
-    "unsafe_instruction" | "instruction": …, "response": …}]}; one sample per
-    instruction. Images relative to the JSON's folder or its split folder (``test/``)."""
+_VLGUARD_SPLITS = {"train.json": "train split", "test.json": "test split"}
+_VLGUARD_SKIP = {
+    "gpt4_safe_safes.json": (
+        "GPT-4 reference answers to the safe-image/safe-instruction samples, not a split"
+    ),
+}
+
+
+def vlguard(path: Path, options: IngestOptions) -> Iterator[Scanned]:
+    """VLGuard (Zong et al., 2024): ``train.json`` / ``test.json``, lists of {"id",
+    "image", "safe", "harmful_category", "harmful_subcategory", "instr-resp": […]};
+    one sample per instruction. Images relative to the JSON's folder or its split folder.
+
+    ``safe`` describes the *image*. An unsafe image carries one ``instruction`` (harmful,
+    with the image's harm category); a safe image carries a ``safe_instruction`` (a
+    benign control: intent ``benign``) and an ``unsafe_instruction`` (the attack: a safe
+    image with a harmful request, intent ``harmful``, no source category — the models
+    place it). The image flag is kept as the ``image_safe`` label, not copied as ``safe``.
+    """
     root = _root_of(path, options)
     ctx = _Ctx("vlguard", root, options)
-    files = _files(path, ["*.json"])
-    if not files:
-        raise ValueError(f"vlguard: no JSON file under {path}")
+
+    def classify(f: Path, _: list[Path]) -> tuple[bool, str]:
+        name = f.name.lower()
+        if name in _VLGUARD_SKIP:
+            return False, _VLGUARD_SKIP[name]
+        return True, _VLGUARD_SPLITS.get(name, "JSON file (not a published split name)")
+
     keys = ("safe_instruction", "unsafe_instruction", "instruction")
-    for jfile in files:
+    for jfile, note in _planned(ctx, _plan(path, ["*.json"], classify), "vlguard", path):
+        yield note
+        if not note.read:
+            continue
         search = _dirs(ctx, jfile, jfile.stem, "images")
         for row in iter_json_list(jfile):
             if isinstance(row, BadRow):
@@ -474,7 +576,10 @@ def vlguard(path: Path, options: IngestOptions) -> Iterator[Item]:
                     "bad_record", "entry lacks 'image' or a non-empty 'instr-resp'", eref
                 )
                 continue
-            base = _labels(v, skip=("instr-resp", "image"))
+            image_safe = v.get("safe")
+            base = _labels(v, skip=("instr-resp", "image", "safe"))
+            if isinstance(image_safe, bool):
+                base["image_safe"] = "true" if image_safe else "false"
             for i, pair in enumerate(pairs):
                 sref = f"{eref}/{i}"
                 kind = next((k for k in keys if isinstance(pair, dict) and k in pair), None)
@@ -482,28 +587,66 @@ def vlguard(path: Path, options: IngestOptions) -> Iterator[Item]:
                     yield ctx.reject("bad_record", f"instr-resp[{i}] has no instruction", sref)
                     continue
                 labels = {**base, "instruction_type": kind}
+                if kind != "instruction" or image_safe is True:
+                    # the image's harm labels describe the image, not this instruction
+                    labels.pop("harmful_category", None)
+                    labels.pop("harmful_subcategory", None)
                 if pair.get("response") is not None:
                     labels["response"] = str(pair["response"])
+                if kind == "safe_instruction":
+                    intent = "benign"
+                elif kind == "unsafe_instruction" or image_safe is False:
+                    intent = "harmful"
+                elif image_safe is True:
+                    intent = "benign"  # a plain instruction on a safe image
+                else:
+                    intent = "unknown"
                 image = ctx.image(v["image"], sref, search)
-                yield ctx.record(sref, pair[kind], image, labels)
+                yield ctx.record(sref, pair[kind], image, labels, intent=intent)
 
 
 _IMAGE_COLS = ("image", "image_path", "img", "image_name", "img_path", "image_file", "picture")
 _TEXT_COLS = ("prompt", "question", "instruction", "text", "query")
 
+#: MLLMGuard's dimensions: the folder names of the release (``desensitize/<dimension>/``).
+MLLMGUARD_DIMENSIONS = (
+    "privacy",
+    "bias",
+    "toxicity",
+    "hallucination",
+    "noise-injection",
+    "position-swapping",
+    "legality",
+    "truthfulness",
+)
 
-def mllmguard(path: Path, options: IngestOptions) -> Iterator[Item]:
-    """MLLMGuard (Gu et al., 2024): one CSV per dimension (privacy.csv, bias.csv,
-    toxicity.csv, truthfulness.csv, legality.csv, …) with an image column and a prompt
-    column. The file stem becomes the ``dimension`` label."""
+
+def mllmguard(path: Path, options: IngestOptions) -> Iterator[Scanned]:
+    """MLLMGuard (Gu et al., 2024): ``desensitize/<dimension>/prompt.csv`` (Image, Prompt,
+    …, Lan, Category I, Category II) with images in ``<dimension>/imgs/``. The
+    ``dimension`` label is the folder name (or the file stem of a flat
+    ``<dimension>.csv``). Language splits next to ``prompt.csv`` (``en.csv``, ``zh.csv``:
+    the same rows) are skipped; a folder without ``prompt.csv`` reads its splits.
+    Position-swapping rows name two images (``Image`` and ``Reverse Image``, the options
+    in swapped order): each is its own sample (``position`` original / reversed)."""
     root = _root_of(path, options)
     ctx = _Ctx("mllmguard", root, options)
-    files = _files(path, ["*.csv"])
-    if not files:
-        raise ValueError(f"mllmguard: no CSV file under {path}")
-    for cfile in files:
-        dim = cfile.stem
-        search = _dirs(ctx, cfile, "images", dim, f"images/{dim}", "imgs")
+
+    def classify(f: Path, files: list[Path]) -> tuple[bool, str]:
+        siblings = [g for g in files if g.parent == f.parent]
+        has_prompt = any(g.name.lower() == "prompt.csv" for g in siblings)
+        if f.name.lower() == "prompt.csv":
+            return True, "all prompts of the dimension"
+        if has_prompt:
+            return False, "language split of prompt.csv (the same rows)"
+        return True, "prompts (no prompt.csv beside it)"
+
+    for cfile, note in _planned(ctx, _plan(path, ["*.csv"], classify), "mllmguard", path):
+        yield note
+        if not note.read:
+            continue
+        dim = cfile.stem if cfile.stem.lower() in MLLMGUARD_DIMENSIONS else cfile.parent.name
+        search = _dirs(ctx, cfile, "images", "imgs", dim, f"images/{dim}")
         for row in iter_csv(cfile):
             if isinstance(row, BadRow):
                 yield ctx.bad(cfile, row)
@@ -511,13 +654,31 @@ def mllmguard(path: Path, options: IngestOptions) -> Iterator[Item]:
             sref = ctx.ref(cfile, row.where)
             ikey, ival = _pick(row.values, _IMAGE_COLS)
             tkey, tval = _pick(row.values, _TEXT_COLS)
+            rkey, rval = _pick(row.values, ("reverse image", "reverse_image"))
             if ikey is None and tkey is None:
                 yield ctx.reject("bad_record", "row has no image or prompt column", sref)
                 continue
             labels = _labels(row.values, skip=[k for k in (ikey, tkey) if k])
             labels["dimension"] = dim
-            image = ctx.image(ival, sref, search)
-            yield ctx.record(sref, tval, image, labels, empty_text_is_none=True)
+            if rkey is None:
+                image = ctx.image(ival, sref, search)
+                yield ctx.record(
+                    sref, tval, image, labels, empty_text_is_none=True, intent="harmful"
+                )
+                continue
+            for position, value, ref in (
+                ("original", ival, sref),
+                ("reversed", rval, f"{sref}/reversed"),
+            ):
+                image = ctx.image(value, ref, search)
+                yield ctx.record(
+                    ref,
+                    tval,
+                    image,
+                    {**labels, "position": position},
+                    empty_text_is_none=True,
+                    intent="harmful",
+                )
 
 
 def _json_benchmark(
@@ -527,13 +688,14 @@ def _json_benchmark(
     image_keys: Sequence[str],
     text_keys: Sequence[str],
     extra_dirs: Sequence[str],
-) -> Iterator[Item]:
+    classify: Callable[[Path, list[Path]], tuple[bool, str]],
+) -> Iterator[Scanned]:
     root = _root_of(path, options)
     ctx = _Ctx(source, root, options)
-    files = _files(path, ["*.json"])
-    if not files:
-        raise ValueError(f"{source}: no JSON file under {path}")
-    for jfile in files:
+    for jfile, note in _planned(ctx, _plan(path, ["*.json"], classify), source, path):
+        yield note
+        if not note.read:
+            continue
         search = _dirs(ctx, jfile, *extra_dirs)
         for row in iter_json_list(jfile):
             if isinstance(row, BadRow):
@@ -546,36 +708,89 @@ def _json_benchmark(
                 yield ctx.reject("bad_record", f"entry has none of {list(text_keys)}", sref)
                 continue
             labels = _labels(row.values, skip=[k for k in (ikey, tkey, "_key") if k])
-            yield ctx.record(sref, tval, ctx.image(ival, sref, search), labels)
+            image = ctx.image(ival, sref, search)
+            yield ctx.record(sref, tval, image, labels, intent="harmful")
 
 
-def siuo(path: Path, options: IngestOptions) -> Iterator[Item]:
-    """SIUO (Wang et al., 2025): JSON list of {"question_id", "image", "question",
-    "category", …}; images in ``images/``."""
-    return _json_benchmark("siuo", path, options, ("image",), ("question",), ("images",))
+def siuo(path: Path, options: IngestOptions) -> Iterator[Scanned]:
+    """SIUO (Wang et al., 2025): ``data/siuo_gen.json``, a list of {"question_id",
+    "image", "question", "category", …}; images in ``images/``. ``siuo_mcqa.json`` holds
+    the same questions as multiple choice and is skipped (each question once)."""
+    names = {f.name.lower() for f in _files(path, ["*.json"])}
+
+    def classify(f: Path, _: list[Path]) -> tuple[bool, str]:
+        name = f.name.lower()
+        if name == "siuo_gen.json":
+            return True, "generation questions"
+        if name == "siuo_mcqa.json":
+            if "siuo_gen.json" in names:
+                return False, "multiple-choice variant of siuo_gen.json (the same questions)"
+            return True, "multiple-choice questions (no siuo_gen.json here)"
+        return True, "JSON file (not a published SIUO file name)"
+
+    return _json_benchmark("siuo", path, options, ("image",), ("question",), ("images",), classify)
 
 
-def vlsbench(path: Path, options: IngestOptions) -> Iterator[Item]:
+def vlsbench(path: Path, options: IngestOptions) -> Iterator[Scanned]:
     """VLSBench (Hu et al., 2024): ``data.json`` list of {"image_path", "instruction",
     "category", "sub_category", …}; image paths relative to the dataset root."""
+
+    def classify(f: Path, _: list[Path]) -> tuple[bool, str]:
+        if f.name.lower() == "data.json":
+            return True, "VLSBench questions"
+        return True, "JSON file (not a published VLSBench file name)"
+
     return _json_benchmark(
-        "vlsbench", path, options, ("image_path", "image"), ("instruction",), ("imgs", "images")
+        "vlsbench",
+        path,
+        options,
+        ("image_path", "image"),
+        ("instruction",),
+        ("imgs", "images"),
+        classify,
     )
 
 
-def spa_vl(path: Path, options: IngestOptions) -> Iterator[Item]:
+def _spa_vl_split(f: Path) -> str:
+    """``train``, ``validation``, ``harm`` or ``help`` (the test splits), from the
+    file's folder and name as the HF release lays them out."""
+    name = f.name.lower()
+    if f.parent.name.lower() == "test" or name.startswith(("harm", "help")):
+        return "help" if name.startswith("help") else "harm"
+    if f.parent.name.lower() == "validation" or name.startswith("validation"):
+        return "validation"
+    return "train"
+
+
+def _spa_vl_classes(image_name: str) -> dict[str, str]:
+    """The train split's classes, from its image path ``<class1>/<class2>/<class3>/<n>``
+    (a class2 may itself contain a slash: everything between the first and the last
+    two parts)."""
+    parts = [p for p in image_name.replace("\\", "/").split("/") if p]
+    if len(parts) < 4:
+        return {}
+    return {"class1": parts[0], "class2": "/".join(parts[1:-2]), "class3": parts[-2]}
+
+
+def spa_vl(path: Path, options: IngestOptions) -> Iterator[Scanned]:
     """SPA-VL (Zhang et al., 2025): parquet files with the image embedded (binary or a
-    {"bytes", "path"} struct), ``question`` and the class labels ``class1``–``class3``.
-    The driver reads only the scalar columns; tasks read each image by row."""
+    {"bytes", "path"} struct) and ``question``. ``test/harm`` and ``validation`` carry
+    ``class1``–``class3``; the ``train`` split has none: its classes are the folders of
+    ``image_name``. ``test/help`` is the helpfulness split (benign questions: intent
+    ``benign``). The driver reads only the scalar columns; tasks read each image by row."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     root = _root_of(path, options)
     ctx = _Ctx("spa-vl", root, options)
-    files = _files(path, ["*.parquet"])
-    if not files:
-        raise ValueError(f"spa-vl: no parquet file under {path}")
-    for pfile in files:
+
+    def classify(f: Path, _: list[Path]) -> tuple[bool, str]:
+        return True, f"{_spa_vl_split(f)} split"
+
+    for pfile, note in _planned(ctx, _plan(path, ["*.parquet"], classify), "spa-vl", path):
+        yield note
+        split = _spa_vl_split(pfile)
+        intent = "benign" if split == "help" else "harmful"
         try:
             schema = pq.read_schema(pfile)
         except Exception as exc:  # pyarrow raises several types for a corrupt footer
@@ -600,19 +815,39 @@ def spa_vl(path: Path, options: IngestOptions) -> Iterator[Item]:
                 yield ctx.reject("bad_record", "row has no 'question' column", sref)
                 continue
             labels = _labels(row.values, skip=[k for k in (icol, tkey) if k])
-            yield ctx.record(sref, tval, image, labels)
+            if "class1" not in labels and isinstance(row.values.get("image_name"), str):
+                labels.update(_spa_vl_classes(row.values["image_name"]))
+            labels["split"] = split
+            yield ctx.record(sref, tval, image, labels, intent=intent)
 
 
-def jailbreakv(path: Path, options: IngestOptions) -> Iterator[Item]:
-    """JailBreakV-28K (Luo et al., 2024): CSV with ``image_path``, ``redteam_query``,
-    ``jailbreak_query``, ``format``, ``policy``. The prompt is the jailbreak query (the
-    text the benchmark sends); the red-team query stays as a label."""
+def jailbreakv(path: Path, options: IngestOptions) -> Iterator[Scanned]:
+    """JailBreakV-28K (Luo et al., 2024): ``JailBreakV_28K.csv`` with ``image_path``,
+    ``redteam_query``, ``jailbreak_query``, ``format``, ``policy``. The prompt is the
+    jailbreak query (the text the benchmark sends); the red-team query stays as a label.
+    ``mini_JailBreakV_28K.csv`` (its ``selected_mini`` rows) is skipped when the full file
+    is there; ``RedTeam_2K.csv`` (the text-only seed questions the queries were built
+    from) is skipped unless named as PATH, where its ``question`` is a text-only sample."""
     root = _root_of(path, options)
     ctx = _Ctx("jailbreakv", root, options)
-    files = _files(path, ["*.csv"])
-    if not files:
-        raise ValueError(f"jailbreakv: no CSV file under {path}")
-    for cfile in files:
+    names = {f.name.lower() for f in _files(path, ["*.csv"])}
+
+    def classify(f: Path, _: list[Path]) -> tuple[bool, str]:
+        name = f.name.lower()
+        if name == "jailbreakv_28k.csv":
+            return True, "the benchmark"
+        if name == "mini_jailbreakv_28k.csv":
+            if "jailbreakv_28k.csv" in names:
+                return False, "mini subset of JailBreakV_28K.csv (its selected_mini rows)"
+            return True, "the mini benchmark (no JailBreakV_28K.csv here)"
+        if name == "redteam_2k.csv":
+            return False, "RedTeam-2K seed questions the queries were built from (no images)"
+        return True, "CSV file (not a published JailBreakV file name)"
+
+    for cfile, note in _planned(ctx, _plan(path, ["*.csv"], classify), "jailbreakv", path):
+        yield note
+        if not note.read:
+            continue
         search = _dirs(ctx, cfile)
         for row in iter_csv(cfile):
             if isinstance(row, BadRow):
@@ -620,39 +855,81 @@ def jailbreakv(path: Path, options: IngestOptions) -> Iterator[Item]:
                 continue
             sref = ctx.ref(cfile, row.where)
             v = row.values
-            text = (v.get("jailbreak_query") or "").strip() or (
-                v.get("redteam_query") or ""
-            ).strip()
+            text = (
+                (v.get("jailbreak_query") or "").strip()
+                or (v.get("redteam_query") or "").strip()
+                or (v.get("question") or "").strip()
+            )
             if not text:
-                yield ctx.reject("bad_record", "row has no jailbreak_query or redteam_query", sref)
+                yield ctx.reject(
+                    "bad_record", "row has no jailbreak_query, redteam_query or question", sref
+                )
                 continue
-            labels = _labels(v, skip=("image_path", "jailbreak_query"))
-            yield ctx.record(sref, text, ctx.image(v.get("image_path"), sref, search), labels)
+            labels = _labels(v, skip=("image_path", "jailbreak_query", "question"))
+            image = ctx.image(v.get("image_path"), sref, search)
+            yield ctx.record(sref, text, image, labels, intent="harmful")
 
 
-def elite(path: Path, options: IngestOptions) -> Iterator[Item]:
-    """ELITE (Lee et al., 2025): CSV with dataset, taxonomy_code, taxonomy, image_name,
-    question; images under ``images/`` (optionally per source dataset)."""
+def elite(path: Path, options: IngestOptions) -> Iterator[Scanned]:
+    """ELITE (Lee et al., 2025): ``ELITE/ELITE-benchmark.csv`` (dataset, taxonomy_code,
+    taxonomy, image_name, question) with images where the official evaluator looks —
+    ``images/<taxonomy>/<image_name>`` (or ``<taxonomy_code>``), or flat in ``images/`` —
+    or the Hugging Face release, ``data/train-*.parquet`` with the image embedded. Where
+    both are present the CSV is read and the parquet files skipped."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     root = _root_of(path, options)
     ctx = _Ctx("elite", root, options)
-    files = _files(path, ["*.csv"])
-    if not files:
-        raise ValueError(f"elite: no CSV file under {path}")
-    for cfile in files:
-        for row in iter_csv(cfile):
-            if isinstance(row, BadRow):
-                yield ctx.bad(cfile, row)
+    has_csv = any(f.suffix.lower() == ".csv" for f in _files(path, ["*.csv"]))
+
+    def classify(f: Path, _: list[Path]) -> tuple[bool, str]:
+        if f.suffix.lower() == ".csv":
+            return True, "the benchmark (CSV release)"
+        if has_csv:
+            return False, "parquet release of the rows in the CSV beside it"
+        return True, "the benchmark (parquet release, images embedded)"
+
+    plan = _plan(path, ["*.csv", "*.parquet"], classify)
+    for file, note in _planned(ctx, plan, "elite", path):
+        yield note
+        if not note.read:
+            continue
+        is_parquet = file.suffix.lower() == ".parquet"
+        icol: str | None = None
+        if is_parquet:
+            try:
+                schema = pq.read_schema(file)
+            except Exception as exc:  # pyarrow raises several types for a corrupt footer
+                yield ctx.reject("bad_record", f"not a readable parquet file: {exc}", ctx.ref(file))
                 continue
-            sref = ctx.ref(cfile, row.where)
+            icol = next((c for c in ("image", "img") if c in schema.names), None)
+            if icol is not None and pa.types.is_string(schema.field(icol).type):
+                icol = None  # a path column: resolved like the CSV's image_name
+        rows = iter_parquet(file) if is_parquet else iter_csv(file)
+        for row in rows:
+            if isinstance(row, BadRow):
+                yield ctx.bad(file, row)
+                continue
+            sref = ctx.ref(file, row.where)
             v = row.values
-            if not (v.get("question") or "").strip():
+            question = v.get("question")
+            if not isinstance(question, str) or not question.strip():
                 yield ctx.reject("bad_record", "row has an empty question", sref)
                 continue
-            dataset = (v.get("dataset") or "").strip()
-            extra = ["images", "imgs"] + ([f"images/{dataset}", dataset] if dataset else [])
-            image = ctx.image(v.get("image_name"), sref, _dirs(ctx, cfile, *extra))
-            labels = _labels(v, skip=("image_name", "question"))
-            yield ctx.record(sref, v["question"], image, labels)
+            image: ImageRef | Reject | None
+            if icol is not None:
+                image = ImageRef("parquet", uri=str(file.resolve()), column=icol, row=row.index)
+            else:
+                extra = ["images", "imgs"]
+                for key in ("taxonomy", "taxonomy_code", "dataset"):
+                    value = str(v.get(key) or "").strip()
+                    if value and "/" not in value and value not in (".", ".."):
+                        extra += [f"images/{value}", value]
+                name = v.get("image_name") if "image_name" in v else v.get("image")
+                image = ctx.image(name, sref, _dirs(ctx, file, *extra))
+            labels = _labels(v, skip=("image_name", "image", "question"))
+            yield ctx.record(sref, question, image, labels, intent="harmful")
 
 
 ADAPTERS: dict[str, Adapter] = {
@@ -684,7 +961,13 @@ def parse_source(spec: str) -> tuple[str, Path]:
     return kind, path
 
 
-def iter_source(spec: str, options: IngestOptions | None = None) -> Iterator[Item]:
-    """Records and rejects of one ``KIND:PATH`` source, in a deterministic order."""
+def scan_source(spec: str, options: IngestOptions | None = None) -> Iterator[Scanned]:
+    """Records, rejects and file notes of one ``KIND:PATH`` source, in a deterministic
+    order: each file's :class:`SourceFile` note comes before its records."""
     kind, path = parse_source(spec)
     return ADAPTERS[kind](path.resolve(), options or IngestOptions())
+
+
+def iter_source(spec: str, options: IngestOptions | None = None) -> Iterator[Item]:
+    """Records and rejects of one ``KIND:PATH`` source, in a deterministic order."""
+    return (i for i in scan_source(spec, options) if not isinstance(i, SourceFile))

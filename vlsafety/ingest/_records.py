@@ -18,8 +18,10 @@ import pyarrow as pa
 __all__ = [
     "INGEST_REASONS",
     "REJECT_COLUMNS",
+    "INTENTS",
     "ImageRef",
     "Reject",
+    "SourceFile",
     "SourceRecord",
     "image_id_of",
     "reject_id_of",
@@ -41,6 +43,12 @@ INGEST_REASONS: dict[str, str] = {
 }
 
 ImageKind = Literal["file", "inline", "parquet", "url"]
+
+#: What a sample is meant to test, from the source's own safe/benign marker: ``harmful``
+#: (the source publishes it as an unsafe request), ``benign`` (a safe control the source
+#: marks as such, e.g. VLGuard's ``safe_instruction``, SPA-VL's ``help`` split) or
+#: ``unknown`` (the source says nothing). Preprocess keeps ``preprocess.keep_intents``.
+INTENTS: tuple[str, ...] = ("harmful", "benign", "unknown")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +91,25 @@ class SourceRecord:
     image: ImageRef | None
     labels: dict[str, str] = field(default_factory=dict)
     text_error: str | None = None
+    intent: str = "unknown"
 
     def __post_init__(self) -> None:
         if self.image is None and self.text is None:
             raise ValueError(f"{self.source_ref}: a record needs an image or a text")
+        if self.intent not in INTENTS:
+            raise ValueError(f"{self.source_ref}: intent {self.intent!r} is not one of {INTENTS}")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """A file of a release an adapter looked at: read (its records follow this note in
+    the adapter's output, up to the next note) or skipped, and why (``reason``: which
+    split it is, or what it is instead — an answer key, an MCQA variant, a subset)."""
+
+    source: str
+    path: str
+    read: bool
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

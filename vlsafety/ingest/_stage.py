@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from vlsafety.ingest._adapters import iter_source, parse_source
+from vlsafety.ingest._adapters import parse_source, scan_source
 from vlsafety.ingest._images import phash_to_int64, read_image_header
 from vlsafety.ingest._options import IngestOptions
 from vlsafety.ingest._records import (
     REJECT_COLUMNS,
     Reject,
+    SourceFile,
     SourceRecord,
     image_id_of,
     reject_id_of,
@@ -69,6 +70,7 @@ RECORD_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("text_error", pa.string()),
         ("labels", _LABELS),
+        ("intent", pa.string()),
         ("image_kind", pa.string()),
         ("image_uri", pa.string()),
         ("image_data", pa.binary()),
@@ -91,6 +93,7 @@ OUTPUT_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("source_ref", pa.string()),
         ("labels", _LABELS),
+        ("intent", pa.string()),
         ("bytes", pa.binary()),
         ("size_bytes", pa.int64()),
         ("width", pa.int32()),
@@ -108,8 +111,8 @@ OUTPUT_SCHEMA = pa.schema(
 _OUTPUT_DDL = (
     "status string, reject_id string, reason string, detail string, sample_id string, "
     "image_id string, text string, text_error string, source string, source_ref string, "
-    "labels map<string,string>, bytes binary, size_bytes bigint, width int, height int, "
-    "format string, mode string, n_frames int, exif_orientation int, phash bigint, "
+    "labels map<string,string>, intent string, bytes binary, size_bytes bigint, width int, "
+    "height int, format string, mode string, n_frames int, exif_orientation int, phash bigint, "
     "phash_hex string, decode_error string"
 )
 
@@ -138,6 +141,7 @@ RAW_POOL_COLUMNS: tuple[str, ...] = (
     "source",
     "source_ref",
     "labels",
+    "intent",
 )
 
 
@@ -151,6 +155,7 @@ def records_to_arrow(records: Sequence[SourceRecord]) -> pa.Table:
         cols["text"].append(r.text)
         cols["text_error"].append(r.text_error)
         cols["labels"].append(list(r.labels.items()))
+        cols["intent"].append(r.intent)
         cols["image_kind"].append(img.kind if img else None)
         cols["image_uri"].append(img.uri if img else None)
         cols["image_data"].append(img.data if img else None)
@@ -273,6 +278,7 @@ def ingest_batch(
             "source": rec["source"],
             "source_ref": rec["source_ref"],
             "labels": rec["labels"],
+            "intent": rec["intent"],
         }
         if rec["image_kind"] is None:
             sid = sample_id_of(None, rec["text"], rec["source"], rec["source_ref"])
@@ -389,13 +395,15 @@ def run_ingest(
     lake: Lake,
     sources: Sequence[str],
     options: IngestOptions | None = None,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Ingest ``sources`` (``KIND:PATH`` strings) into the lake.
 
     Writes ``images`` (merge on image_id), ``raw_pool`` (merge on sample_id) and
     ``rejects`` (merge on reject_id). Returns counts: ``listed`` = ``samples`` +
     ``rejected`` (checked), ``rejected.<reason>`` per reason, ``images`` (distinct
-    images read), and the table versions written.
+    images read), ``intent.<intent>`` (listed records per intent), the table versions
+    written, ``files.read`` / ``files.skipped`` and, per file the adapters looked at,
+    ``file <kind>:<path>``: ``read, N listed`` or ``skipped: <why>``.
 
     Driver memory is bounded by :data:`STAGE_CHUNK` records, whatever the sources hold.
     """
@@ -411,14 +419,38 @@ def run_ingest(
         if key in seen:
             raise ValueError(f"source {spec!r} is listed twice (also as {seen[key]!r})")
         seen[key] = spec
+    if lake.exists("raw_pool") and "intent" not in lake.schema("raw_pool").names:
+        raise ValueError(
+            f"raw_pool under {lake.root} predates the intent column (harmful/benign/unknown); "
+            "ingest into a new lake (preprocess still reads this one, as intent unknown)"
+        )
 
     staging = _Staging(spark, lake)
+    files: dict[str, str] = {}
+    n_files = {"read": 0, "skipped": 0}
+    intents: dict[str, int] = {}
     try:
         for spec in sources:
-            for item in iter_source(spec, options):
+            current: str | None = None
+            listed = 0
+            for item in scan_source(spec, options):
+                if isinstance(item, SourceFile):
+                    if current is not None:
+                        files[current] = f"read, {listed} listed"
+                    fkey = f"file {item.source}:{item.path}"
+                    n_files["read" if item.read else "skipped"] += 1
+                    current, listed = (fkey, 0) if item.read else (None, 0)
+                    if not item.read:
+                        files[fkey] = f"skipped: {item.reason}"
+                    continue
+                listed += 1
+                if isinstance(item, SourceRecord):
+                    intents[item.intent] = intents.get(item.intent, 0) + 1
                 staging.add(item)
+            if current is not None:
+                files[current] = f"read, {listed} listed"
         staging.close()
-        counts: dict[str, int] = {
+        counts: dict[str, Any] = {
             "listed": staging.n_records + staging.n_rejects,
             "samples": 0,
             "rejected": 0,
@@ -464,6 +496,8 @@ def run_ingest(
         counts["rejected"] = sum(reasons.values())
         for reason, n in sorted(reasons.items()):
             counts[f"rejected.{reason}"] = n
+        for intent, n in sorted(intents.items()):
+            counts[f"intent.{intent}"] = n
         if counts["rejected"]:
             rejects = reject_frames[0]
             for frame in reject_frames[1:]:
@@ -476,4 +510,7 @@ def run_ingest(
             f"ingest counts do not balance: listed {counts['listed']} != samples "
             f"{counts['samples']} + rejected {counts['rejected']}"
         )
+    counts["files.read"] = n_files["read"]
+    counts["files.skipped"] = n_files["skipped"]
+    counts.update(files)
     return counts

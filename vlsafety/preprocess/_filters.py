@@ -51,6 +51,7 @@ __all__ = [
 
 #: Reason codes the preprocess stage writes to ``rejects``.
 PREPROCESS_REASONS: dict[str, str] = {
+    "intent_filtered": "the source marks the sample benign/unknown and keep_intents leaves it out",
     "missing_image": "the sample's image id is not in the images table",
     "empty_file": "the image file has zero bytes",
     "undecodable_image": "the bytes are not an image Pillow can identify or decode",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vlsafety.ingest import DEFAULT_MAX_PIXELS
+from vlsafety.ingest import DEFAULT_MAX_PIXELS, INTENTS
 
 __all__ = ["PreprocessOptions"]
 
@@ -14,6 +14,10 @@ class PreprocessOptions:
     """Thresholds of the preprocessing agent (vlsafetybencher.txt §3.2).
 
     Filters:
+        keep_intents: which source intents enter the pool (``harmful``, ``benign``,
+            ``unknown``: the raw_pool ``intent`` column, from the source's own safe/benign
+            marker). The rest are rejected as ``intent_filtered``. Default: harmful and
+            unknown, so a source's benign controls never mix into the pool silently.
         short_prompt_max: prompts of at most this many characters are dropped (paper: 24).
         max_text_chars: longer prompts are dropped as ``oversized_text``.
         min_side: images whose shorter side is below this are ``low_resolution``.
@@ -39,6 +43,7 @@ class PreprocessOptions:
         embed_batch_size, partitions, seed.
     """
 
+    keep_intents: tuple[str, ...] = ("harmful", "unknown")
     short_prompt_max: int = 24
     max_text_chars: int = 4000
     min_side: int = 64
@@ -61,6 +66,18 @@ class PreprocessOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.keep_intents, str) or not self.keep_intents:
+            raise ValueError(
+                "PreprocessOptions.keep_intents: give a non-empty list of "
+                f"{', '.join(INTENTS)}, got {self.keep_intents!r}"
+            )
+        bad = [i for i in self.keep_intents if i not in INTENTS]
+        if bad:
+            raise ValueError(
+                f"PreprocessOptions.keep_intents: unknown intent(s) {bad}; "
+                f"known: {', '.join(INTENTS)}"
+            )
+        object.__setattr__(self, "keep_intents", tuple(self.keep_intents))
         positive = (
             "max_text_chars",
             "min_side",

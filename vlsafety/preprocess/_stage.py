@@ -115,6 +115,7 @@ POOL_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("source_ref", pa.string()),
         ("labels", _MAP),
+        ("intent", pa.string()),
         ("category", pa.string()),
         ("subcategory", pa.string()),
         ("category_votes", _MAP),
@@ -289,7 +290,10 @@ def _screen_batch(batch: pa.RecordBatch, options: PreprocessOptions) -> pa.Recor
     """Filters (prompt first, then the image's verdict) and dedup keys of pending rows
     joined with their image check (``checked`` is null when the image is missing)."""
     t = pa.Table.from_batches([batch])
-    col = {c: t.column(c).to_pylist() for c in ("sample_id", "image_id", "text", "text_error")}
+    col = {
+        c: t.column(c).to_pylist()
+        for c in ("sample_id", "image_id", "text", "text_error", "intent")
+    }
     checked = t.column("checked").to_pylist()
     creason = t.column("check_reason").to_pylist()
     cdetail = t.column("check_detail").to_pylist()
@@ -299,7 +303,16 @@ def _screen_batch(batch: pa.RecordBatch, options: PreprocessOptions) -> pa.Recor
     reasons: list[str | None] = []
     details: list[str | None] = []
     for i in range(n):
-        bad = check_text(col["text"][i], col["text_error"][i], options)
+        intent = col["intent"][i] or "unknown"
+        bad: tuple[str, str] | None = None
+        if intent not in options.keep_intents:
+            bad = (
+                "intent_filtered",
+                f"intent {intent} is not in preprocess.keep_intents "
+                f"({', '.join(options.keep_intents)})",
+            )
+        if bad is None:
+            bad = check_text(col["text"][i], col["text_error"][i], options)
         if bad is None and col["image_id"][i] is not None:
             if not checked[i]:
                 bad = ("missing_image", f"image {col['image_id'][i]} is not in the images table")
@@ -717,7 +730,9 @@ class _Run:
             )
             raw = raw.join(done, "sample_id", "left_anti")
         cols = ("sample_id", "image_id", "text", "text_error", "source", "source_ref", "labels")
-        return self.persist(raw.select(*cols))
+        # raw_pool tables written before the intent column read as intent unknown
+        intent = F.col("intent") if "intent" in raw.columns else F.lit(None).cast("string")
+        return self.persist(raw.select(*cols, F.coalesce(intent, F.lit("unknown")).alias("intent")))
 
     # 1. image checks on executors, once per distinct image
     def check_images(self, pending: DataFrame) -> DataFrame:
@@ -755,6 +770,7 @@ class _Run:
             "text",
             "text_error",
             "labels",
+            "intent",
             "checked",
             "check_reason",
             "check_detail",
@@ -1192,6 +1208,8 @@ class _Run:
                 normalized, "images", "merge", keys=["image_id"]
             )
         if self.counts["kept"]:
+            if self.lake.exists("pool") and "intent" not in self.lake.schema("pool").names:
+                pool = pool.drop("intent")  # a pool written before the intent column
             self.counts["pool_version"] = self.lake.write(pool, "pool", "merge", keys=["sample_id"])
         if self.counts.get("duplicates", 0):
             self.counts["duplicates_version"] = self.lake.write(
@@ -1201,6 +1219,35 @@ class _Run:
             self.counts["rejects_version"] = self.lake.write(
                 rejects, "rejects", "merge", keys=["reject_id"]
             )
+
+
+def _coverage(decided: DataFrame) -> dict[str, Any]:
+    """Per source, how the categorized samples got their category: the share placed by
+    the source's own label (``source_label``), by a model (CLIP or verifier, no source
+    label), by the keyword fallback only (``keywords``), and ``uncategorized`` (rejected).
+    Keys ``coverage.<source>.<how>`` (shares of ``coverage.<source>.samples``)."""
+    from pyspark.sql import functions as F
+
+    votes = F.col("category_votes")
+    has_source = votes["source"].isNotNull()
+    has_model = votes["clip"].isNotNull() | votes["verifier"].isNotNull()
+    how = (
+        F.when(F.col("uncategorized"), F.lit("uncategorized"))
+        .when(has_source, F.lit("source_label"))
+        .when(has_model, F.lit("model"))
+        .otherwise(F.lit("keywords"))
+    )
+    rows = decided.groupBy("source", how.alias("how")).agg(F.count("*").alias("n")).collect()
+    totals: dict[str, int] = {}
+    for r in rows:
+        totals[r["source"]] = totals.get(r["source"], 0) + int(r["n"])
+    out: dict[str, Any] = {}
+    for source, total in sorted(totals.items()):
+        out[f"coverage.{source}.samples"] = total
+        for kind in ("source_label", "model", "keywords", "uncategorized"):
+            n = sum(int(r["n"]) for r in rows if r["source"] == source and r["how"] == kind)
+            out[f"coverage.{source}.{kind}"] = round(n / total, 4)
+    return out
 
 
 def run_preprocess(
@@ -1220,8 +1267,10 @@ def run_preprocess(
         verifier: None, a ``ModelSpec`` (chat, on executors), a ChatModel, or a callable
             ``list[VerifierRequest] -> list[str | None]`` (both shipped to the tasks).
 
-    Returns counts: ``pending`` = ``kept`` + ``rejected`` (checked), ``rejected.<reason>``,
-    ``dedup.<level>``, ``votes.<voter>``, ``semantic_dedup`` (whether it ran), and the
+    Returns counts: ``pending`` = ``kept`` + ``rejected`` (checked), ``rejected.<reason>``
+    (``rejected.intent_filtered``: intents outside ``keep_intents``), ``dedup.<level>``,
+    ``votes.<voter>``, ``coverage.<source>.<how>`` (share categorized by source label, by
+    model, by keywords, uncategorized), ``semantic_dedup`` (whether it ran), and the
     versions of the tables written.
     """
     options = options or PreprocessOptions()
@@ -1280,6 +1329,7 @@ def _run(run: _Run) -> dict[str, Any]:
                 "source",
                 "source_ref",
                 "labels",
+                "intent",
                 "width",
                 "height",
                 "n_frames",
@@ -1351,6 +1401,7 @@ def _run(run: _Run) -> dict[str, Any]:
     for v in voters:
         if agg[v]:
             counts[f"votes.{v}"] = int(agg[v])
+    counts.update(_coverage(decided))
     if counts["pending"] != counts["kept"] + counts["rejected"]:
         raise RuntimeError(
             f"preprocess counts do not balance: pending {counts['pending']} != kept "
