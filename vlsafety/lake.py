@@ -619,6 +619,8 @@ class Lake:
                 else dt.to_pyarrow_dataset(schema=schema)
             )
             result = dataset.to_table(columns=cols)
+            # the scan's read-ahead and decompression buffers: give them back to the OS
+            pa.default_memory_pool().release_unused()
         if track:
             self._emit("read", table, int(dt.version()))
         return result

@@ -201,6 +201,7 @@ def test_chunked_embeddings_select_as_one_chunk_does(
     one, one_summary = select_table(table.combine_chunks(), n_max=10, device="numpy")
     many, many_summary = select_table(chunked, n_max=10, device="numpy")
     assert many.column("sample_id").to_pylist() == one.column("sample_id").to_pylist()
+    assert many.equals(one)  # every column of every picked row, in rank order
     np.testing.assert_array_equal(many.column("score").to_numpy(), one.column("score").to_numpy())
     assert many_summary["rejects"] == one_summary["rejects"]
     # and the single-chunk path is greedy_select on the raw matrix of the usable rows

@@ -147,10 +147,10 @@ def _embeddings(table: pa.Table, name: str) -> _Embeddings:
         lens = lengths[pos : pos + m]
         good = lens == width if width else np.zeros(m, dtype=bool)
         if good.any():
-            flat = pc.list_flatten(chunk)
-            vals = np.asarray(
-                pc.cast(flat, pa.float32()).to_numpy(zero_copy_only=False), dtype=np.float32
-            )
+            flat = chunk.flatten()  # the values this chunk covers, zero-copy
+            if flat.type != pa.float32():
+                flat = pc.cast(flat, pa.float32())
+            vals = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32)
             block = (
                 vals.reshape(m, width)
                 if good.all()
@@ -167,6 +167,26 @@ def _embeddings(table: pa.Table, name: str) -> _Embeddings:
                 q[rows[nz]] = quantize_embeddings(block[nz])
         pos += m
     return _Embeddings(q, lengths, finite, nonzero)
+
+
+def _take_rows(table: pa.Table, order: NDArray[np.int64]) -> pa.Table:
+    """``table.take(order)`` batch by batch: Table.take concatenates a chunked column
+    first, a full copy of a 300K x 768 embedding column to keep a few thousand rows."""
+    batches = table.to_batches()
+    if order.size == 0 or not batches:
+        return table.schema.empty_table() if order.size == 0 else table.take(order)
+    starts = np.cumsum([0] + [b.num_rows for b in batches])
+    which = np.searchsorted(starts, order, side="right") - 1
+    parts: list[pa.RecordBatch] = []
+    where: list[NDArray[np.int64]] = []
+    for c in np.unique(which).tolist():
+        sel = np.flatnonzero(which == c)
+        parts.append(batches[c].take(pa.array(order[sel] - starts[c], type=pa.int64())))
+        where.append(sel)
+    picked = pa.Table.from_batches(parts, schema=table.schema).combine_chunks()
+    back = np.empty(order.size, dtype=np.int64)
+    back[np.concatenate(where)] = np.arange(order.size)
+    return picked.take(pa.array(back, type=pa.int64()))
 
 
 def _list_column(
@@ -507,7 +527,7 @@ def select_table(
         }
         summary["timing"] = {}
 
-    selected = table.take(pa.array(order, type=pa.int64()))
+    selected = _take_rows(table, order)
     selected = selected.append_column(
         "rank", pa.array(np.arange(1, order.size + 1, dtype=np.int64))
     )
