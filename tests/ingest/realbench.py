@@ -71,6 +71,17 @@ def expected_records(kind: str, path: Path) -> int:
     raise AssertionError(f"no expectation for {kind}")
 
 
+#: The published MLLMGuard dimensions (one ``<dimension>/prompt.csv`` each).
+MLLMGUARD_DIMENSIONS = (
+    "bias",
+    "hallucination",
+    "legality",
+    "noise-injection",
+    "position-swapping",
+    "privacy",
+    "toxicity",
+)
+
 #: (kind, path under DATA, files read, files skipped) for every folder of the subsets.
 CASES: list[tuple[str, str, set[str], set[str]]] = [
     (
@@ -96,35 +107,13 @@ CASES: list[tuple[str, str, set[str], set[str]]] = [
     (
         "mllmguard",
         "mllmguard/desensitize",
-        {
-            f"{d}/prompt.csv"
-            for d in (
-                "bias",
-                "hallucination",
-                "legality",
-                "noise-injection",
-                "position-swapping",
-                "privacy",
-                "toxicity",
-            )
-        },
+        {f"{d}/prompt.csv" for d in MLLMGUARD_DIMENSIONS},
         set(),
     ),
     (
         "mllmguard",
         "mllmguard-hf-layout/desensitize",
-        {
-            f"{d}/prompt.csv"
-            for d in (
-                "bias",
-                "hallucination",
-                "legality",
-                "noise-injection",
-                "position-swapping",
-                "privacy",
-                "toxicity",
-            )
-        },
+        {f"{d}/prompt.csv" for d in MLLMGUARD_DIMENSIONS},
         {
             "bias/fr.csv",
             "hallucination/fr.csv",
