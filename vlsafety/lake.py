@@ -30,6 +30,7 @@ import contextvars
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import time
@@ -269,6 +270,18 @@ def _to_arrow(data: pd.DataFrame | pa.Table | pa.RecordBatch) -> pa.Table:
 
 def _is_spark_df(data: Any) -> bool:
     return type(data).__module__.startswith("pyspark.sql") and hasattr(data, "sparkSession")
+
+
+#: Commit attempts of one merge racing other writers (each re-checks the staged keys).
+MERGE_ATTEMPTS = 30
+
+
+class _StaleSnapshot(Exception):
+    """A merge's snapshot is no longer the latest version (``version`` is)."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(f"the table moved on to version {version}")
+        self.version = version
 
 
 def _key_array(table: pa.Table, keys: Sequence[str]) -> pa.Array:
@@ -695,29 +708,92 @@ class Lake:
         missing = [k for k in keys if k not in columns]
         if missing and (mode == "merge" or not exists):
             raise ValueError(f"key column(s) {missing} not in the data written to {table!r}")
+        # a merge anti-joins against one snapshot and may only commit on top of it
+        read_version = self.version(table) if exists and mode == "merge" else None
+        spark_staged = _is_spark_df(df)
         try:
-            if _is_spark_df(df):
-                arrow_schema = self._stage_spark(df, table, mode, keys, exists, stage_rel)
+            if spark_staged:
+                arrow_schema = self._stage_spark(df, table, mode, keys, read_version, stage_rel)
             else:
                 arrow_schema = self._stage_arrow(
-                    _to_arrow(df), table, mode, keys, exists, stage_rel
+                    _to_arrow(df), table, mode, keys, read_version, stage_rel
                 )
-            return self._commit(
-                table, mode, keys, metadata, exists, app_id, stage_rel, arrow_schema
-            )
+            for attempt in range(MERGE_ATTEMPTS):
+                try:
+                    return self._commit(
+                        table, mode, keys, metadata, app_id, stage_rel, arrow_schema, read_version
+                    )
+                except _StaleSnapshot as stale:
+                    if attempt + 1 == MERGE_ATTEMPTS:
+                        raise LakeError(
+                            f"merge into {table!r}: other writers kept committing; gave up "
+                            f"after {MERGE_ATTEMPTS} attempts (nothing was written)"
+                        ) from stale
+                    read_version = stale.version
+                    stage_rel = self._restage(
+                        table, keys, stage_rel, read_version, spark_staged=spark_staged
+                    )
+                    time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+            raise AssertionError("unreachable")  # pragma: no cover
         except BaseException:
             fs, base = self._files(table)
             with contextlib.suppress(Exception):
                 fs.delete_dir(_join(base, stage_rel))
             raise
 
+    def _restage(
+        self, table: str, keys: list[str], stage_rel: str, version: int, *, spark_staged: bool
+    ) -> str:
+        """After another writer committed: drop the staged rows whose key is now in the
+        table at ``version``. Returns the stage to commit (the same one when no staged key
+        was taken meanwhile, the common case of concurrent writers of different keys)."""
+        fs, base = self._files(table)
+        old = _join(base, stage_rel)
+        new_rel = f"data/{uuid.uuid4().hex}"
+        if spark_staged and self.spark is not None:
+            staged = self.spark.read.parquet(self._spark_location(table, stage_rel))
+            existing = self.read(table, version=version, track=False).select(*keys)
+            if not staged.join(existing, on=keys, how="left_semi").limit(1).count():
+                return stage_rel
+            columns = list(staged.columns)
+            fresh = staged.join(existing, on=keys, how="left_anti").select(*columns)
+            fresh.write.mode("errorifexists").parquet(self._spark_location(table, new_rel))
+        else:
+            files = [
+                i.path
+                for i in fs.get_file_info(pa_fs.FileSelector(old, recursive=True))
+                if i.type == pa_fs.FileType.File and i.base_name.endswith(".parquet")
+            ]
+            rows = pq.read_table(files, filesystem=fs) if files else None
+            if rows is None or rows.num_rows == 0:
+                return stage_rel
+            taken = self.read_arrow(table, version=version, columns=keys, track=False)
+            fresh_rows = _new_keys_only(rows, taken, keys)
+            if fresh_rows.num_rows == rows.num_rows:
+                return stage_rel
+            stage = _join(base, new_rel)
+            fs.create_dir(stage, recursive=True)
+            if fresh_rows.num_rows:
+                pq.write_table(
+                    fresh_rows, f"{stage}/part-00000.parquet", filesystem=fs, coerce_timestamps="us"
+                )
+        with contextlib.suppress(Exception):
+            fs.delete_dir(old)
+        return new_rel
+
     def _stage_arrow(
-        self, data: pa.Table, table: str, mode: str, keys: list[str], exists: bool, stage_rel: str
+        self,
+        data: pa.Table,
+        table: str,
+        mode: str,
+        keys: list[str],
+        read_version: int | None,
+        stage_rel: str,
     ) -> pa.Schema:
         if mode == "merge":
             data = _dedupe_on_keys(data, keys)
-            if exists:
-                existing = self.read_arrow(table, columns=keys, track=False)
+            if read_version is not None:
+                existing = self.read_arrow(table, version=read_version, columns=keys, track=False)
                 data = _new_keys_only(data, existing, keys)
         data = data.cast(normalize_schema(data.schema)).replace_schema_metadata(None)
         fs, base = self._files(table)
@@ -730,15 +806,21 @@ class Lake:
         return data.schema
 
     def _stage_spark(
-        self, df: DataFrame, table: str, mode: str, keys: list[str], exists: bool, stage_rel: str
+        self,
+        df: DataFrame,
+        table: str,
+        mode: str,
+        keys: list[str],
+        read_version: int | None,
+        stage_rel: str,
     ) -> pa.Schema:
         from pyspark.sql.pandas.types import to_arrow_schema
 
         if mode == "merge":
             columns = list(df.columns)
             df = df.dropDuplicates(keys)
-            if exists:
-                existing = self.read(table, track=False).select(*keys)
+            if read_version is not None:
+                existing = self.read(table, version=read_version, track=False).select(*keys)
                 # a join moves the key columns first: restore the column order
                 df = df.join(existing, on=keys, how="left_anti").select(*columns)
         df.write.mode("errorifexists").parquet(self._spark_location(table, stage_rel))
@@ -750,12 +832,17 @@ class Lake:
         mode: str,
         keys: list[str],
         metadata: Mapping[str, Any] | None,
-        exists: bool,
         app_id: str | None,
         stage_rel: str,
         schema: pa.Schema,
+        read_version: int | None,
     ) -> int:
+        """Commit the staged files. A merge (``read_version`` is the snapshot it
+        anti-joined against, None when the table did not exist) commits only directly on
+        top of that snapshot: otherwise :class:`_StaleSnapshot` (no retry inside delta-rs,
+        whose conflict check lets two blind appends of the same keys both land)."""
         from deltalake import Schema as DeltaSchema
+        from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import (
             AddAction,
             CommitProperties,
@@ -763,6 +850,10 @@ class Lake:
             create_table_with_add_actions,
         )
 
+        merge = mode == "merge"
+        exists = self.exists(table)
+        if merge and exists and read_version is None:
+            raise _StaleSnapshot(self.version(table))  # created by another writer meanwhile
         expected = _delta_schema_json(schema)
         if exists and mode != "overwrite":
             current = json.loads(self._dt(table).schema().to_json())
@@ -811,6 +902,7 @@ class Lake:
         write_id = stage_rel.rsplit("/", 1)[-1]
         props = CommitProperties(
             custom_metadata=self._commit_metadata(mode, rows, metadata, write_id),
+            max_commit_retries=0 if merge else None,
             app_transactions=[Transaction(app_id, 1)] if app_id else None,
         )
         delta_schema = DeltaSchema.from_arrow(normalize_schema(schema))
@@ -829,16 +921,25 @@ class Lake:
             except Exception as exc:
                 if not self.exists(table):
                     raise
+                if merge:  # another writer created it first: anti-join against its rows
+                    raise _StaleSnapshot(self.version(table)) from exc
                 # Another writer created the table first: fall through to a normal commit.
-                exists = True
                 current = json.loads(self._dt(table).schema().to_json())
                 if current != expected and mode != "overwrite":
                     raise SchemaMismatchError(
                         f"{table!r} was created concurrently with a different schema"
                     ) from exc
-        dt = self._dt(table)
+        dt = self._dt(table, version=read_version)
         delta_mode = "overwrite" if mode == "overwrite" else "append"
-        dt.create_write_transaction(adds, delta_mode, delta_schema, commit_properties=props)
+        try:
+            dt.create_write_transaction(adds, delta_mode, delta_schema, commit_properties=props)
+        except CommitFailedError as exc:
+            if not merge:
+                raise
+            # committed by us after all (an idempotent retry), or a newer snapshot
+            if app_id and self._dt(table).transaction_version(app_id) is not None:
+                return self.version(table)
+            raise _StaleSnapshot(self.version(table)) from exc
         return self._version_of_write(table, write_id)
 
     def _version_of_write(self, table: str, write_id: str) -> int:
@@ -893,12 +994,15 @@ class Lake:
             for key, value in session_conf.items():
                 spark.conf.set(key, value)
             try:
-                (
-                    DeltaTable.forPath(spark, path)
-                    .alias("t")
-                    .merge(df.dropDuplicates(keys).alias("s"), cond)
-                    .whenNotMatchedInsertAll()
-                    .execute()
+                retry_conflicts(
+                    lambda: (
+                        DeltaTable.forPath(spark, path)
+                        .alias("t")
+                        .merge(df.dropDuplicates(keys).alias("s"), cond)
+                        .whenNotMatchedInsertAll()
+                        .execute()
+                    ),
+                    what=f"merge into {table!r}",
                 )
             finally:
                 for key in session_conf:
@@ -915,6 +1019,50 @@ class Lake:
                 writer = writer.option("description", json.dumps({"keys": keys}))
             writer.save(path)
         return self.version(table)
+
+
+#: Delta's optimistic-concurrency conflicts (delta.exceptions; Databricks raises the same
+#: names): the losing transaction may simply run again on the newer snapshot.
+DELTA_CONFLICTS = frozenset(
+    {
+        "ConcurrentAppendException",
+        "ConcurrentDeleteReadException",
+        "ConcurrentDeleteDeleteException",
+        "ConcurrentTransactionException",
+        "ConcurrentWriteException",
+        "MetadataChangedException",
+        "ProtocolChangedException",
+    }
+)
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    names = {t.__name__ for t in type(exc).__mro__}
+    # py4j wraps a JVM-side conflict: its text names the Java class
+    return bool(names & DELTA_CONFLICTS) or any(n in str(exc)[:500] for n in DELTA_CONFLICTS)
+
+
+def retry_conflicts(
+    fn: Callable[[], Any],
+    *,
+    what: str,
+    attempts: int = MERGE_ATTEMPTS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """Run a Delta transaction ``fn``, again on a concurrent-commit conflict (bounded, with
+    jittered backoff). A native MERGE re-reads its target on each run, so a retried merge
+    anti-joins against what the winner committed."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if not _is_conflict(exc):
+                raise
+            if attempt + 1 == attempts:
+                raise LakeError(f"{what}: still conflicting after {attempts} attempts") from exc
+            log.info("%s: concurrent commit (%s); retrying", what, type(exc).__name__)
+            sleep(random.uniform(0.05, 0.25) * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class Scratch:
