@@ -17,17 +17,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vlsafety.selection import greedy_select, reference_greedy_select
+from vlsafety.selection._blocked import blocked_engine
+from vlsafety.selection._greedy import _prepare
 
 from .algorithm1 import Reference, algorithm1, check_engine, entropy, score_tolerance
 from .pools import Pool, cases, make_pool, run_case
 
-ENGINES = ["numpy", "cpu", "reference"]
+ENGINES = ["numpy", "cpu", "reference", "blocked"]
 
 
 def _select(engine: str, pool: Pool, kwargs: dict[str, Any]) -> Any:
     args = (pool.sep, pool.harm, pool.category, pool.embedding)
     if engine == "reference":
         return reference_greedy_select(*args, **kwargs)
+    if engine == "blocked":  # not dispatched yet (see _blocked.py); small blocks: many of them
+        return blocked_engine(_prepare(*args, **{"initial": None, **kwargs}), block=4)
     if engine == "cpu":
         pytest.importorskip("torch")
     return greedy_select(*args, device=engine, **kwargs)
@@ -151,3 +155,26 @@ def test_tolerance_bounds_the_measured_score_error() -> None:
         replay.add(p)
     eps = score_tolerance(768, 0.6)
     assert worst <= eps < 1e-4
+
+
+@pytest.mark.parametrize("block", [1, 3, 64])
+@given(case=cases)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_blocked_engine_equals_the_exact_engines_bit_for_bit(block: int, case: dict) -> None:
+    from .pools import assert_same_picks
+
+    pool, kwargs = run_case(case)
+    args = (pool.sep, pool.harm, pool.category, pool.embedding)
+    ref = reference_greedy_select(*args, **kwargs)
+    assert_same_picks(ref, blocked_engine(_prepare(*args, **kwargs), block=block))
+
+
+def test_blocked_engine_on_a_clustered_pool_with_stale_screens() -> None:
+    from .pools import assert_same_picks
+
+    pool = make_pool(11, 1500, n_categories=5, dim=12, clusters=9)
+    args = (pool.sep, pool.harm, pool.category, pool.embedding)
+    kwargs = dict(n_categories=5, n_max=150, weights=(0.5, 0.3, 0.2))
+    result = blocked_engine(_prepare(*args, **kwargs, initial=None), block=16)
+    assert_same_picks(reference_greedy_select(*args, **kwargs), result)
+    assert result.n_distance_evaluations < 1500 * 149
