@@ -115,7 +115,7 @@ def run_size(n: int, dim: int, n_max: int, seed: int, max_dense: float, cuda: bo
         base, base_wall, _ = _timed(reference_greedy_select, *args, **kw)
         print(f"baseline (vectorised numpy loop): {base_wall:8.2f} s")
     else:
-        print(f"baseline: not run (n*N_max > {max_dense:.0e}; raise --max-dense to run it)")
+        print(f"baseline: not run (n*N_max > {max_dense:.3g}; raise --max-dense to run it)")
     ok = True
 
     def line(name: str, res, wall: float, cpu: float) -> None:  # type: ignore[no-untyped-def]

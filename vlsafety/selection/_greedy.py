@@ -493,8 +493,10 @@ def _refresh(
             def screen(c: NDArray[np.int64], p: NDArray[np.float32] = p) -> NDArray[np.float64]:
                 return _screened_min(q[rows[c]], err, p, new[c])
 
-            if executor is not None and len(chunks) > 1 and (
-                sel.size * p.shape[0] * dim >= _PARALLEL_MIN_WORK
+            if (
+                executor is not None
+                and len(chunks) > 1
+                and (sel.size * p.shape[0] * dim >= _PARALLEL_MIN_WORK)
             ):
                 results = list(executor.map(screen, chunks))
             else:
