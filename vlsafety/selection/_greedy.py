@@ -60,6 +60,8 @@ _DIST_CHUNK = 8192  # rows per block when distances to all samples are needed
 _EXACT_MAX_STALENESS = 8  # refreshes against at most this many picks skip the float32 screen
 _BUCKET_TARGET = 512  # candidates per bucket near the frontier (speed only, not results)
 _PARALLEL_MIN_WORK = 1 << 24  # multiply-adds above which a screen is split over threads
+_ROW_CHUNK = 4096  # rows per float32 screen product
+_EXACT_PAIRS_CHUNK = 2048  # pairs recomputed exactly per product after a float32 screen
 _GONE = np.iinfo(np.int64).min  # bucket id of picked samples: matches no bucket
 
 
@@ -430,9 +432,12 @@ def _screened_min(
     floor32[up] = np.nextafter(floor32[up], np.float32(-np.inf))
     ii, jj = np.nonzero(dots >= floor32[:, None])
     out = current.copy()
-    if ii.size:
-        exact = np.einsum("ij,ij->i", a[ii].astype(np.float64), p[jj].astype(np.float64))
-        np.minimum.at(out, ii, distance_from_dots(exact))
+    # In chunks: one float64 copy of all kept pairs' rows costs more in page faults
+    # than the products (a row's first refresh keeps at least one pair per row).
+    for s in range(0, ii.size, _EXACT_PAIRS_CHUNK):
+        i, j = ii[s : s + _EXACT_PAIRS_CHUNK], jj[s : s + _EXACT_PAIRS_CHUNK]
+        exact = np.einsum("ij,ij->i", a[i].astype(np.float64), p[j].astype(np.float64))
+        np.minimum.at(out, i, distance_from_dots(exact))
     return out
 
 
@@ -444,6 +449,7 @@ def _refresh(
     version: NDArray[np.int64],
     mind: NDArray[np.float64],
     executor: ThreadPoolExecutor | None = None,
+    exact_max_staleness: int = _EXACT_MAX_STALENESS,
 ) -> tuple[NDArray[np.float64], int]:
     """Bring ``mind[rows]`` up to date with all ``n_picked`` picks; returns it and the work.
 
@@ -461,7 +467,7 @@ def _refresh(
     most = int(stale_by.max())
     new = mind[rows]
     work = 0
-    if most <= _EXACT_MAX_STALENESS:
+    if most <= exact_max_staleness:
         # Rows that saw some of these picks already get the same distances again: harmless.
         dist = cosine_distance(q[rows], picked[n_picked - most : n_picked])
         np.minimum(new, dist.min(axis=1), out=new)
@@ -480,20 +486,23 @@ def _refresh(
             since = n_picked - int(stale_by[sel].max())
             p = picked[since:n_picked]
             work += sel.size * p.shape[0]
-            r = rows[sel]
-            parts = 1
-            if executor is not None and sel.size * p.shape[0] * dim >= _PARALLEL_MIN_WORK:
-                parts = min(_workers(), sel.size)
-            if parts == 1:
-                new[sel] = _screened_min(q[r], err, p, new[sel])
+            # Rows in chunks: small copies of q's rows (a copy of 100K rows costs more in
+            # page faults than its product), split over the executor's threads when big.
+            chunks = [sel[s : s + _ROW_CHUNK] for s in range(0, sel.size, _ROW_CHUNK)]
+
+            def screen(c: NDArray[np.int64], p: NDArray[np.float32] = p) -> NDArray[np.float64]:
+                return _screened_min(q[rows[c]], err, p, new[c])
+
+            if (
+                executor is not None
+                and len(chunks) > 1
+                and (sel.size * p.shape[0] * dim >= _PARALLEL_MIN_WORK)
+            ):
+                results = list(executor.map(screen, chunks))
             else:
-                bounds = np.linspace(0, sel.size, parts + 1).astype(int)
-                chunks = [sel[bounds[j] : bounds[j + 1]] for j in range(parts)]
-                assert executor is not None
-                jobs = [(q[rows[c]], err, p, new[c]) for c in chunks]
-                results = executor.map(lambda job: _screened_min(*job), jobs)
-                for c, res in zip(chunks, results, strict=True):
-                    new[c] = res
+                results = [screen(c) for c in chunks]
+            for c, res in zip(chunks, results, strict=True):
+                new[c] = res
     mind[rows] = new
     version[rows] = n_picked
     return new, work
