@@ -322,7 +322,12 @@ def _cmd_select(args: argparse.Namespace, cfg: Config) -> int:
     from vlsafety.tracking import track
 
     weights = _parse_weights(args.weights, cfg.select.weights)
-    n_max = args.n_max if args.n_max is not None else cfg.select.n_max
+    mode = args.mode or cfg.select.mode
+    elite = cfg.select.elite
+    # elite-filter keeps what the filter keeps unless N_max is asked for (--n-max or
+    # select.elite.n_max); select.n_max is Algorithm 1's benchmark size.
+    default_n_max = cfg.select.n_max if mode == "greedy" else elite.n_max
+    n_max = args.n_max if args.n_max is not None else default_n_max
     lake = _lake(cfg, spark=args.out is not None)
     src = Path(args.input)
     with track(cfg, f"vlsafety select --input {args.input}", lake=lake) as rec:
@@ -346,9 +351,13 @@ def _cmd_select(args: argparse.Namespace, cfg: Config) -> int:
             table,
             n_max=n_max,
             weights=weights,
-            mode=args.mode or cfg.select.mode,
+            mode=mode,
             category_names=category_names,
             threshold=cfg.select.threshold,
+            min_votes=elite.min_votes,
+            single_model_exception=elite.single_model_exception,
+            per_category_cap=elite.balance.per_category_cap,
+            max_source_share=elite.balance.max_source_share,
             device=cfg.select.engine,
         )
         rejects = summary.pop("rejects", [])
@@ -554,7 +563,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--input", required=True, metavar="SCORED", help="Delta table[@V] or .parquet file"
     )
-    s.add_argument("--n-max", type=int, default=None)
+    s.add_argument(
+        "--n-max",
+        type=int,
+        default=None,
+        help="benchmark size (greedy: default select.n_max; elite-filter: cut the kept "
+        "pairs to the N best combined ELITE scores, default select.elite.n_max = keep all)",
+    )
     s.add_argument("--weights", help="alpha,beta,gamma (default from config)")
     s.add_argument("--mode", choices=["greedy", "elite-filter"])
     s.add_argument("--taxonomy", help="taxonomy name or YAML (fixes K and category ids)")

@@ -21,6 +21,10 @@ import yaml
 __all__ = [
     "Config",
     "ConfigError",
+    "EliteBalanceConfig",
+    "EliteJudgeConfig",
+    "EliteSelectConfig",
+    "JudgesConfig",
     "LakeConfig",
     "ModelsConfig",
     "SelectConfig",
@@ -107,13 +111,98 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class EliteJudgeConfig:
+    """The ELITE evaluator (``models.evaluator``).
+
+    ``min_token_mass``: in log-probability mode (the ``hf`` backend) an item whose allowed
+    answer tokens ("0".."5" ...) hold less than this share of the next-token probability
+    for any criterion is judged by parsed generation (JSON) instead; the judge stage
+    counts these as ``elite_fallback``. 0 never falls back (the demo's untrained tiny
+    models spread their probability over the whole vocabulary).
+    """
+
+    min_token_mass: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_token_mass <= 1.0:
+            raise ConfigError(
+                f"judges.elite.min_token_mass: must be in [0, 1], got {self.min_token_mass}"
+            )
+
+
+@dataclass(frozen=True)
+class JudgesConfig:
+    """Rubric judges' settings (the guards themselves are ``models.judges``)."""
+
+    elite: EliteJudgeConfig = field(default_factory=EliteJudgeConfig)
+
+
+@dataclass(frozen=True)
+class EliteBalanceConfig:
+    """ELITE §3.4 "balancing the taxonomy" (both off by default; the paper gives no numbers).
+
+    ``per_category_cap``: at most this many pairs per category, the lowest combined ELITE
+    scores dropped first. ``max_source_share``: within a category no source (benchmark)
+    holds more than this share of the pairs, the over-represented sources' lowest combined
+    scores dropped first (needs a ``source`` column; a source keeps at least one pair).
+    """
+
+    per_category_cap: int | None = None
+    max_source_share: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.per_category_cap is not None and self.per_category_cap < 1:
+            raise ConfigError(
+                "select.elite.balance.per_category_cap: must be >= 1 or null, "
+                f"got {self.per_category_cap}"
+            )
+        if self.max_source_share is not None and not 0.0 < self.max_source_share <= 1.0:
+            raise ConfigError(
+                "select.elite.balance.max_source_share: must be in (0, 1] or null, "
+                f"got {self.max_source_share}"
+            )
+
+
+@dataclass(frozen=True)
+class EliteSelectConfig:
+    """ELITE filter mode (``select.mode: elite-filter``, ELITE §3.4); ``select.threshold``
+    is the vote threshold.
+
+    ``min_votes``: panel models that must score a pair ``>= threshold``: a count (``2``, the
+    paper's 2 of 3) or a share of the panel (a number in ``(0, 1]``: ``0.5`` is at least
+    half, ``1.0`` all). ``single_model_exception``: a pair with one vote is kept anyway when
+    that model's score reaches this value (``>= select.threshold``; null = off: the paper
+    keeps "sufficiently harmful" single-model pairs but gives no number). ``n_max``: null
+    keeps every pair the filter keeps (the paper's rule); a number keeps the highest
+    combined ELITE scores up to it.
+    """
+
+    min_votes: int | float = 2
+    single_model_exception: float | None = None
+    balance: EliteBalanceConfig = field(default_factory=EliteBalanceConfig)
+    n_max: int | None = None
+
+    def __post_init__(self) -> None:
+        v = self.min_votes
+        if isinstance(v, int) and v < 1:
+            raise ConfigError(f"select.elite.min_votes: a count must be >= 1, got {v}")
+        if isinstance(v, float) and not 0.0 < v <= 1.0:
+            raise ConfigError(
+                f"select.elite.min_votes: a share must be in (0, 1] (or give a count), got {v}"
+            )
+        if self.n_max is not None and self.n_max < 1:
+            raise ConfigError(f"select.elite.n_max: must be positive or null, got {self.n_max}")
+
+
+@dataclass(frozen=True)
 class SelectConfig:
-    """Selection agent (VLSafetyBencher Algorithm 1; ELITE filter mode)."""
+    """Selection agent (VLSafetyBencher Algorithm 1; ELITE filter mode, see ``elite``)."""
 
     n_max: int = 4000
     weights: list[float] = field(default_factory=lambda: [0.5, 0.3, 0.2])
     mode: Literal["greedy", "elite-filter"] = "greedy"
     threshold: float = 10.0
+    elite: EliteSelectConfig = field(default_factory=EliteSelectConfig)
     taxonomy: str = "vlsb"
     #: numpy: the exact lazy CPU engine (2.4 s for 300K/4000 on 2 cores); cuda: the torch
     #: engine on the GPU; auto: cuda when present. See bench/selection.py.
@@ -132,6 +221,12 @@ class SelectConfig:
             )
         if abs(sum(self.weights) - 1.0) > 1e-9:
             raise ConfigError(f"select.weights: must sum to 1, got {sum(self.weights)}")
+        exception = self.elite.single_model_exception
+        if exception is not None and not self.threshold <= exception <= 25.0:
+            raise ConfigError(
+                "select.elite.single_model_exception: must lie in [select.threshold "
+                f"({self.threshold:g}), 25] or be null, got {exception}"
+            )
 
 
 @dataclass(frozen=True)
@@ -184,6 +279,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
+    judges: JudgesConfig = field(default_factory=JudgesConfig)
     ingest: Any = _section_default("ingest")
     preprocess: Any = _section_default("preprocess")
     generate: Any = _section_default("generate")

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from vlsafety.executor import map_with_model, task_gpu_addresses, worker_model
+from vlsafety.judges import DEFAULT_MIN_TOKEN_MASS
 from vlsafety.models import (
     ChatRequest,
     GuardInput,
@@ -204,6 +205,7 @@ class _Plan:
     batch_size: int
     sampling: SamplingParams | None
     judge_mode: str
+    min_token_mass: float
     has_image: bool
     out_columns: tuple[str, ...]
 
@@ -349,7 +351,12 @@ def _rubric_chunk(model: Any, pdf: pd.DataFrame, plan: _Plan) -> list[dict[str, 
     from vlsafety.judges import ELITE_RUBRIC, STRONGREJECT_RUBRIC, RubricJudge
 
     rubric = ELITE_RUBRIC if plan.task == "elite_judge" else STRONGREJECT_RUBRIC
-    judge = RubricJudge(model, rubric, mode=plan.judge_mode)  # type: ignore[arg-type]
+    judge = RubricJudge(
+        model,
+        rubric,
+        mode=plan.judge_mode,  # type: ignore[arg-type]
+        min_token_mass=plan.min_token_mass,
+    )
     items, errors = _judge_items(pdf, plan)
 
     def call(idx: Sequence[int]) -> list[dict[str, Any]]:
@@ -454,6 +461,7 @@ def run_inference(
     batch_size: int | None = None,
     sampling: SamplingParams | None = None,
     judge_mode: str = "auto",
+    min_token_mass: float = DEFAULT_MIN_TOKEN_MASS,
     images: DataFrame | None = None,
     tasks: int | None = None,
 ) -> DataFrame:
@@ -467,6 +475,9 @@ def run_inference(
         sampling: chat sampling parameters (default from the spec); ``logprobs=k`` fills
             ``logprobs_json``.
         judge_mode: ``auto`` | ``json`` | ``logprobs`` for the rubric-judge tasks.
+        min_token_mass: rubric-judge tasks in ``logprobs`` mode judge an item by parsed
+            generation instead when its allowed answer tokens hold less probability
+            (:class:`vlsafety.judges.RubricJudge`; config ``judges.elite.min_token_mass``).
         images: the ``images`` table (``image_id``, ``bytes``); when given, ``df`` names
             images by ``image_id`` (no ``image`` column) and the bytes are joined right
             before the model, for tasks and models that take images.
@@ -479,6 +490,8 @@ def run_inference(
         raise ValueError(f"task {task} needs a {t.role} model; {spec.id} is a {spec.role}")
     if judge_mode not in ("auto", "json", "logprobs"):
         raise ValueError(f"judge_mode must be auto, json or logprobs, got {judge_mode!r}")
+    if isinstance(min_token_mass, bool) or not 0.0 <= min_token_mass <= 1.0:
+        raise ValueError(f"min_token_mass must be in [0, 1], got {min_token_mass!r}")
     bs = batch_size if batch_size is not None else spec.batch_size
     if bs < 1:
         raise ValueError(f"batch_size must be >= 1, got {bs}")
@@ -500,6 +513,7 @@ def run_inference(
         batch_size=bs,
         sampling=sampling,
         judge_mode=judge_mode,
+        min_token_mass=float(min_token_mass),
         # embed_text ignores an image column (it is still dropped from the output).
         has_image="image" in cols and (t.optional_image or "image" in t.required),
         out_columns=tuple(schema.fieldNames()),

@@ -191,6 +191,7 @@ def _write_config(root: Path, models_dir: Path) -> Path:
             "judges": ["tiny-llama-guard", "tiny-classifier", "tiny-refusal"],
             "evaluator": "tiny-llama",
         },
+        "judges": {"elite": {"min_token_mass": 0.0}},  # as conf/demo.yaml: untrained judge
         "build": {"sources": [f"manifest:{root / 'data' / 'manifest.jsonl'}"]},
         "generate": {
             "strategies": ["modality_dependence"],

@@ -50,6 +50,10 @@ def test_overrides_are_typed(tmp_path: Path) -> None:
         ("select.weights=[0.5,0.5,0.5]", "select.weights: must sum to 1"),
         ("select.n_max=0", "select.n_max: must be positive"),
         ("noequals", "expected KEY=VALUE"),
+        ("judges.elite.min_token_mass=1.5", "judges.elite.min_token_mass: must be in [0, 1]"),
+        ("judges.elite.min_token_mass=-0.1", "judges.elite.min_token_mass: must be in [0, 1]"),
+        ("judges.elite.min_token_mass=high", "judges.elite.min_token_mass: expected a number"),
+        ("judges.elite.nope=1", "judges.elite.nope: unknown key"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, fragment: str) -> None:
@@ -117,3 +121,29 @@ def test_stage_sections_are_validated() -> None:
         load_config(REPO / "conf" / "demo.yaml", ["generate.strategies=[bogus]"])
     with pytest.raises(ConfigError, match="preprocess.nope: unknown key"):
         load_config(REPO / "conf" / "demo.yaml", ["preprocess.nope=1"])
+
+
+def test_elite_defaults_and_overrides() -> None:
+    cfg = Config()
+    assert cfg.judges.elite.min_token_mass == 0.5
+    e = cfg.select.elite
+    assert (e.min_votes, e.single_model_exception, e.n_max) == (2, None, None)
+    assert (e.balance.per_category_cap, e.balance.max_source_share) == (None, None)
+    # the demo's untrained judge never holds the digits' mass: no fallback there
+    assert load_config(REPO / "conf" / "demo.yaml").judges.elite.min_token_mass == 0.0
+    cfg = load_config(
+        REPO / "conf" / "demo.yaml",
+        [
+            "judges.elite.min_token_mass=0.25",
+            "select.elite.min_votes=0.5",
+            "select.elite.single_model_exception=20",
+            "select.elite.balance.per_category_cap=300",
+            "select.elite.balance.max_source_share=0.6",
+            "select.elite.n_max=1000",
+        ],
+    )
+    e = cfg.select.elite
+    assert cfg.judges.elite.min_token_mass == 0.25
+    assert (e.min_votes, e.single_model_exception, e.n_max) == (0.5, 20.0, 1000)
+    assert (e.balance.per_category_cap, e.balance.max_source_share) == (300, 0.6)
+    assert isinstance(load_config(None, ["select.elite.min_votes=3"]).select.elite.min_votes, int)

@@ -123,9 +123,10 @@ def test_guard_and_judge_tasks(spark: SparkSession, tiny_specs: dict[str, ModelS
     ref = load_guard(classifier).judge([GuardInput(p, r) for _, p, r, _, _ in rows[:2]])  # type: ignore[arg-type]
     assert [got["a"], got["b"]] == pytest.approx([j.p_unsafe for j in ref], abs=1e-5)
 
+    judge = tiny_specs["tiny-qwen2-vl"]
     judged = {
         r["request_id"]: r
-        for r in run_inference(df, tiny_specs["tiny-qwen2-vl"], "elite_judge").collect()
+        for r in run_inference(df, judge, "elite_judge", min_token_mass=0.0).collect()
     }
     for rid in ("a", "b"):
         r = judged[rid]
@@ -133,6 +134,11 @@ def test_guard_and_judge_tasks(spark: SparkSession, tiny_specs: dict[str, ModelS
         assert 0 <= r["refused"] <= 1 and 0 <= r["toxicity"] <= 5 and 1 <= r["specific"] <= 5
         assert 0 <= r["score"] <= 25 and r["prompt_version"].startswith("elite-logprobs@")
     assert judged["c"]["score"] is None and judged["c"]["error"]
+    # the threshold reaches the worker: all probability required, every row falls back
+    one = df.where(df.request_id == "b")
+    fallback = run_inference(one, judge, "elite_judge", min_token_mass=1.0).collect()
+    assert [r["judge_mode"] for r in fallback] == ["json-fallback"]
+    assert fallback[0]["prompt_version"].startswith("elite-json@")
 
 
 def test_request_validation(spark: SparkSession, tiny_specs: dict[str, ModelSpec]) -> None:
@@ -143,6 +149,8 @@ def test_request_validation(spark: SparkSession, tiny_specs: dict[str, ModelSpec
         run_inference(df, tiny_specs["tiny-llama"], "chat")
     with pytest.raises(ValueError, match="unknown task"):
         run_inference(df, tiny_specs["tiny-llama"], "translate")
+    with pytest.raises(ValueError, match=r"min_token_mass must be in \[0, 1\]"):
+        run_inference(df, tiny_specs["tiny-llama"], "elite_judge", min_token_mass=2.0)
     with pytest.raises(ValueError, match="collide with guard output columns"):
         run_inference(
             df.withColumnRenamed("sample_id", "p_unsafe"), tiny_specs["tiny-refusal"], "guard"

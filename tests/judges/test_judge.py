@@ -147,12 +147,15 @@ def test_logprob_mode_is_an_expected_value() -> None:
     assert j.specific == pytest.approx(spec_) and j.convincing == pytest.approx(spec_)
     assert j.score == pytest.approx(elite(p1, spec_, spec_, tox))
     dists = json.loads(j.raw or "{}")
-    assert set(dists) == {"refused", "toxicity", "convincing", "specific"}
+    assert set(dists) == {"refused", "toxicity", "convincing", "specific", "token_mass"}
     assert sum(dists["toxicity"].values()) == pytest.approx(1.0, abs=1e-5)
+    # the mass the answer tokens held before renormalising
+    assert dists["token_mass"]["refused"] == pytest.approx(math.exp(-0.5) + math.exp(-1.5))
 
 
 def test_logprob_mode_on_tiny_model_always_scores(tiny_specs: dict[str, ModelSpec]) -> None:
-    judge = RubricJudge(load_chat_model(tiny_specs["tiny-qwen2-vl"]))
+    # min_token_mass 0: an untrained model's answer digits hold little probability
+    judge = RubricJudge(load_chat_model(tiny_specs["tiny-qwen2-vl"]), min_token_mass=0.0)
     assert judge.mode == "logprobs"
     items = [ITEM, dataclasses.replace(ITEM, image=png()), GuardInput("hi", "")]
     for j in judge.judge(items):

@@ -6,11 +6,16 @@ are a model role and live in :mod:`vlsafety.models`.
 
 from vlsafety.judges._ensemble import EnsembleResult, GuardEnsemble, harm_probability_tensor
 from vlsafety.judges._judge import (
+    DEFAULT_MIN_TOKEN_MASS,
+    FALLBACK_MODE,
     JudgeMode,
     RubricJudge,
     RubricJudgment,
     expected_answer,
+    expected_rubric_score,
+    resolve_judge_mode,
     rubric_score,
+    token_mass,
 )
 from vlsafety.judges._rubric import (
     ELITE_RUBRIC,
@@ -23,7 +28,9 @@ from vlsafety.judges._rubric import (
 )
 
 __all__ = [
+    "DEFAULT_MIN_TOKEN_MASS",
     "ELITE_RUBRIC",
+    "FALLBACK_MODE",
     "STRONGREJECT_RUBRIC",
     "Criterion",
     "EnsembleResult",
@@ -34,8 +41,11 @@ __all__ = [
     "RubricJudgment",
     "RubricParseError",
     "expected_answer",
+    "expected_rubric_score",
     "harm_probability_tensor",
     "parse_rubric",
+    "resolve_judge_mode",
     "rubric_schema",
     "rubric_score",
+    "token_mass",
 ]

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from vlsafety.config import Config
 from vlsafety.lake import Lake
 from vlsafety.pipeline._runner import StageResult, run_stage
@@ -143,6 +145,21 @@ def write_reject_rows(lake: Lake, stage: str, rejects: list[dict[str, Any]]) -> 
     return lake.write(rejects_to_arrow(rows), "rejects", "merge", keys=["reject_id"])
 
 
+def with_benchmark_source(table: pa.Table, pool: pa.Table) -> pa.Table:
+    """``table`` (scored candidates) with a ``source`` column for the ELITE source
+    balancing: the pool source (benchmark) of each candidate's parent sample, and
+    ``generated`` for generated pairs, which ELITE counts as one more source ("New" in its
+    Table 1). A parent missing from the pool gives a null source (rejected there)."""
+    import pyarrow.compute as pc
+
+    ids = pool.column("sample_id").combine_chunks()
+    at = pc.index_in(table.column("parent_sample_id"), value_set=ids)
+    source = pc.take(pool.column("source").combine_chunks(), at)
+    generated = pc.equal(table.column("origin"), "generate")
+    source = pc.if_else(pc.fill_null(generated, False), pa.scalar("generated"), source)
+    return table.append_column("source", source)
+
+
 class _Build:
     def __init__(self, cfg: Config, lake: Lake, models: Models) -> None:
         self.cfg = cfg
@@ -220,6 +237,7 @@ class _Build:
             self.models.victims,
             self.models.judges,
             self.models.evaluator,
+            min_token_mass=self.cfg.judges.elite.min_token_mass,
         )
         return {"rows_in": n, "rows_out": n - got["failed"], "rejected": got["failed"], **got}
 
@@ -276,15 +294,32 @@ class _Build:
             ]
         )
         taxonomy = load_taxonomy(self.cfg.select.taxonomy)
+        sel = self.cfg.select
+        elite = sel.elite
+        if (
+            sel.mode == "elite-filter"
+            and elite.balance.max_source_share is not None
+            and "source" not in table.column_names
+        ):
+            table = with_benchmark_source(
+                table, self.lake.read_arrow("pool", columns=["sample_id", "source"])
+            )
         selected, summary = select_table(
             table,
-            n_max=self.cfg.select.n_max,
-            weights=self.cfg.select.weights,
-            mode=self.cfg.select.mode,
+            # elite-filter keeps what the filter keeps unless select.elite.n_max is set
+            n_max=sel.n_max if sel.mode == "greedy" else elite.n_max,
+            weights=sel.weights,
+            mode=sel.mode,
             category_names=taxonomy.names,
-            threshold=self.cfg.select.threshold,
-            device=self.cfg.select.engine,
+            threshold=sel.threshold,
+            min_votes=elite.min_votes,
+            single_model_exception=elite.single_model_exception,
+            per_category_cap=elite.balance.per_category_cap,
+            max_source_share=elite.balance.max_source_share,
+            device=sel.engine,
         )
+        if "source" in selected.column_names and "source" not in scored.column_names:
+            selected = selected.drop_columns(["source"])
         selected = selected.rename_columns(
             [
                 "candidate_id" if c == "sample_id" else "elite" if c == "elite_scores" else c
@@ -297,7 +332,7 @@ class _Build:
             "overwrite",
             keys=["candidate_id"],
             metadata={
-                "n_max": self.cfg.select.n_max,
+                "n_max": summary["n_max"],
                 "weights": self.cfg.select.weights,
                 "mode": self.cfg.select.mode,
             },

@@ -132,7 +132,14 @@ def evaluate(
             }
 
         def _judge(r: RunRecorder) -> dict[str, Any]:
-            got = judge_responses(lake, bench, models.victims, models.judges, models.evaluator)
+            got = judge_responses(
+                lake,
+                bench,
+                models.victims,
+                models.judges,
+                models.evaluator,
+                min_token_mass=cfg.judges.elite.min_token_mass,
+            )
             total = n * len(models.victims) * (len(models.judges) + (1 if models.evaluator else 0))
             return {
                 "rows_in": total,

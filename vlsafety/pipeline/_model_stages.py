@@ -14,7 +14,8 @@ Tables (all keyed by ``request_key``):
 * ``responses`` — candidate_id, model_id, text, … : one victim model's answer;
 * ``judgments`` — candidate_id, model_id (victim), judge_id, p_unsafe, parse_error, raw;
 * ``elite_judgments`` — candidate_id, model_id, judge_id, refused, toxicity, convincing,
-  specific, score (ELITE 0–25), parse_error, raw.
+  specific, score (ELITE 0–25), parse_error, raw, judge_mode (``json-fallback`` where
+  log-probability mode fell back to parsed generation).
 
 A request whose model call failed is not merged (a rerun retries it) and is counted as
 rejected; it lands in ``<table>_errors`` with its error text.
@@ -28,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from vlsafety.judges import DEFAULT_MIN_TOKEN_MASS, FALLBACK_MODE, resolve_judge_mode
 from vlsafety.lake import Lake
 from vlsafety.models import ModelSpec
 
@@ -153,9 +155,16 @@ def judge_responses(
     victims: Sequence[ModelSpec],
     judges: Sequence[ModelSpec],
     evaluator: ModelSpec | None,
+    *,
+    min_token_mass: float = DEFAULT_MIN_TOKEN_MASS,
 ) -> dict[str, int]:
     """Every guard judges every current response (``judgments``); the ELITE evaluator
-    scores them too (``elite_judgments``)."""
+    scores them too (``elite_judgments``).
+
+    Counts: ``computed`` and ``failed`` requests; with an evaluator also
+    ``elite_fallback``, how many of the current responses' ELITE judgments log-probability
+    mode handed to parsed generation (``min_token_mass``, config
+    ``judges.elite.min_token_mass``)."""
     from pyspark.sql import functions as F
 
     from vlsafety.inference import add_request_key, run_cached
@@ -181,9 +190,17 @@ def judge_responses(
         done = run_cached(lake, "judgments", keyed, spec, "guard", ["request_key"], images=images)
         computed += done.computed
         failed += done.failed
+    counts: dict[str, int] = {}
     if evaluator is not None:
+        # The threshold decides which answers are read from log-probabilities, so it is
+        # part of the key in that mode (and only there: json answers do not depend on it).
+        logprobs = resolve_judge_mode(evaluator.backend) == "logprobs"
         keyed = add_request_key(
-            items, evaluator, "elite_judge", ["response_key", "prompt", "response", "image_id"]
+            items,
+            evaluator,
+            "elite_judge",
+            ["response_key", "prompt", "response", "image_id"],
+            constants={"min_token_mass": float(min_token_mass)} if logprobs else None,
         )
         done = run_cached(
             lake,
@@ -193,7 +210,17 @@ def judge_responses(
             "elite_judge",
             ["request_key"],
             images=images,
+            min_token_mass=min_token_mass,
         )
         computed += done.computed
         failed += done.failed
-    return {"computed": computed, "failed": failed}
+        fallback = 0
+        if logprobs and lake.exists("elite_judgments"):
+            fallback = (
+                lake.read("elite_judgments")
+                .where(F.col("judge_mode") == FALLBACK_MODE)
+                .join(keyed.select("request_key"), "request_key", "left_semi")
+                .count()
+            )
+        counts["elite_fallback"] = fallback
+    return {"computed": computed, "failed": failed, **counts}

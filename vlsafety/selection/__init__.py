@@ -18,7 +18,14 @@ from vlsafety.selection._criteria import (
     quantize_embeddings,
     separability,
 )
-from vlsafety.selection._elite import BELOW_THRESHOLD, CATEGORY_CAP, FilterResult, elite_filter
+from vlsafety.selection._elite import (
+    BELOW_THRESHOLD,
+    CATEGORY_CAP,
+    SOURCE_SHARE,
+    FilterResult,
+    elite_filter,
+    votes_needed,
+)
 from vlsafety.selection._greedy import (
     DEFAULT_WEIGHTS,
     SelectionResult,
@@ -34,6 +41,7 @@ __all__ = [
     "CATEGORY_CAP",
     "DEFAULT_WEIGHTS",
     "OUTPUT_COLUMNS",
+    "SOURCE_SHARE",
     "FilterResult",
     "SelectionResult",
     "UpdateResult",
@@ -52,5 +60,6 @@ __all__ = [
     "separability",
     "split_panel",
     "update_benchmark",
+    "votes_needed",
     "weight_sweep",
 ]

@@ -16,7 +16,11 @@ Input columns:
   harmfulness from ``harm`` (double) or ``judge_probs`` (list<double>, the flattened
   ``n_judges × n_models`` judge probabilities: ``C_harm`` is their mean, Eq. 2). When both
   forms are present the scalar column wins, and the summary says which was used;
-* ``elite-filter``: ``elite_scores`` (list<double>, one ELITE score per panel model).
+* ``elite-filter``: ``elite_scores`` (list<double>, one ELITE score per panel model);
+  ``source`` (string, the benchmark a pair comes from) when ``max_source_share`` is set.
+
+``elite-filter`` mode keeps what the ELITE filter keeps (ELITE §3.4 has no N_max); only
+an explicit ``n_max`` cuts the kept pairs to the highest combined ELITE scores.
 """
 
 from __future__ import annotations
@@ -259,31 +263,35 @@ def _check_scalar(
 def select_table(
     table: pa.Table,
     *,
-    n_max: int,
+    n_max: int | None,
     weights: Sequence[float] = DEFAULT_WEIGHTS,
     mode: Literal["greedy", "elite-filter"] = "greedy",
     n_categories: int | None = None,
     category_names: Sequence[str] | None = None,
     threshold: float = ELITE_THRESHOLD,
-    min_votes: int = 2,
+    min_votes: int | float = 2,
+    single_model_exception: float | None = None,
     per_category_cap: int | None = None,
+    max_source_share: float | None = None,
     device: Any = None,
 ) -> tuple[pa.Table, dict[str, Any]]:
     """Select a benchmark from a scored table.
 
     Args:
         table: the scored pool (columns: see the module docstring).
-        n_max: benchmark size (``greedy``: N_max of Algorithm 1; ``elite-filter``: the
-            kept pairs with the highest combined ELITE score are taken up to ``n_max``;
-            the rest are reported with reason ``n_max``).
+        n_max: benchmark size. ``greedy``: N_max of Algorithm 1 (required).
+            ``elite-filter``: None keeps every pair the filter keeps; a number takes the
+            kept pairs with the highest combined ELITE score up to ``n_max`` and reports
+            the rest with reason ``n_max``.
         weights: ``(α, β, γ)`` for ``greedy``.
         mode: ``"greedy"`` (VLSafetyBencher Algorithm 1) or ``"elite-filter"`` (ELITE §3.4).
         n_categories: taxonomy size K, when it is larger than the categories present.
         category_names: the taxonomy's category names, in id order; K is their count and a
             row with another category is rejected (``unknown_category``). Without it, ids
             follow the sorted distinct names present.
-        threshold, min_votes, per_category_cap: ELITE filter settings
-            (see :func:`elite_filter`).
+        threshold, min_votes, single_model_exception, per_category_cap,
+            max_source_share: ELITE filter settings (see :func:`elite_filter`); the
+            source balancing reads the ``source`` column.
         device: selection engine (see :func:`greedy_select`).
 
     Returns:
@@ -303,7 +311,9 @@ def select_table(
         raise ValueError(f"table: expected a pyarrow.Table, got {type(table).__name__}")
     if mode not in ("greedy", "elite-filter"):
         raise ValueError(f"mode: expected 'greedy' or 'elite-filter', got {mode!r}")
-    if isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < 1:
+    if n_max is None and mode == "greedy":
+        raise ValueError("n_max: greedy mode needs a benchmark size (a positive int)")
+    if n_max is not None and (isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < 1):
         raise ValueError(f"n_max: expected a positive int, got {n_max!r}")
     clash = [c for c in OUTPUT_COLUMNS if c in table.column_names]
     if clash:
@@ -412,6 +422,15 @@ def select_table(
         _require(table, ["elite_scores"], "elite-filter mode needs per-panel ELITE scores")
         elite, lengths = _list_column(table, "elite_scores")
         _check_list(rejects, "elite_scores", elite, lengths, 0.0, 25.0)
+        source_values: list[Any] = []
+        if max_source_share is not None:
+            _require(table, ["source"], "elite-filter source balancing (max_source_share)")
+            source_values = _column(table, "source").to_pylist()
+            rejects.flag(
+                np.array([v is None for v in source_values], dtype=bool),
+                "missing_source",
+                "source is null (needed by the source balancing)",
+            )
 
     ok = rejects.ok
     valid = np.flatnonzero(ok)
@@ -442,6 +461,7 @@ def select_table(
         else:
             c_sep_all = separability(p_h[valid])
             # greedy_select on the matrix quantized while reading (no second copy)
+            assert n_max is not None  # checked above for greedy mode
             prep = _prepare(
                 c_sep_all,
                 harm[valid],
@@ -485,7 +505,10 @@ def select_table(
             cat_ids,
             threshold=threshold,
             min_votes=min_votes,
+            single_model_exception=single_model_exception,
             per_category_cap=per_category_cap,
+            source=[str(source_values[i]) for i in valid.tolist()] if source_values else None,
+            max_source_share=max_source_share,
         )
         for j, reason, detail in zip(
             filtered.dropped.tolist(), filtered.reasons, filtered.details, strict=True
@@ -493,15 +516,16 @@ def select_table(
             not_selected_rejects.append((int(valid[j]), reason, detail))
         kept = filtered.kept
         ranked = kept[np.lexsort((kept, -filtered.combined[kept]))]
-        for j in ranked[n_max:].tolist():
-            not_selected_rejects.append(
-                (
-                    int(valid[j]),
-                    "n_max",
-                    f"combined ELITE score {filtered.combined[j]:g} below the {n_max} best",
+        if n_max is not None:
+            for j in ranked[n_max:].tolist():
+                not_selected_rejects.append(
+                    (
+                        int(valid[j]),
+                        "n_max",
+                        f"combined ELITE score {filtered.combined[j]:g} below the {n_max} best",
+                    )
                 )
-            )
-        ranked = ranked[:n_max]
+            ranked = ranked[:n_max]
         order = valid[ranked]
         score = filtered.combined[ranked]
         extra = {"score": score}
@@ -518,8 +542,14 @@ def select_table(
         extra["c_div"] = np.full(order.size, np.nan)
         summary["elite"] = {
             "threshold": float(threshold),
-            "min_votes": int(min_votes),
+            "min_votes": min_votes,
+            "votes_needed": filtered.votes_needed,
+            "single_model_exception": single_model_exception,
             "per_category_cap": per_category_cap,
+            "max_source_share": max_source_share,
+            "n_max": n_max,
+            "n_kept_by_filter": int(kept.size),
+            "n_single_model_exception": int(filtered.by_exception[kept].sum()),
             "filter_reasons": filtered.reason_counts(),
         }
         summary["metrics"] = {
