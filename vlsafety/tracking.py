@@ -3,9 +3,10 @@
 A run records the config (flattened; secrets never logged), figures as metrics, and
 for every Delta table read or written its path and version — as tags
 (``delta.read.<table>`` / ``delta.write.<table>`` = ``path@vN``) and as MLflow dataset
-inputs (``mlflow.data.from_spark(..., path=..., version=N)``, context ``input`` or
-``output``). Each Delta commit made inside the run carries the run id back
-(``Lake.history``), so the two link both ways.
+inputs (a Delta dataset source with path and version, and the schema from the Delta
+log: metadata only, no Spark job), context ``input`` or ``output``. Each Delta commit
+made inside the run carries the run id back (``Lake.history``), so the two link both
+ways. The experiment is created as a classic one (the UI opens on its runs).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import json
 import logging
 import os
 import time
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
 
 from vlsafety.config import Config, TrackingConfig, flatten
 from vlsafety.lake import Lake, TableEvent, commit_context
@@ -107,30 +109,80 @@ class RunRecorder:
             self._log_dataset(event)  # the innermost run records the dataset itself
 
     def _log_dataset(self, event: TableEvent) -> None:
+        """Log the table version as an MLflow dataset input: a Delta source (path, version)
+        and the schema from the Delta log. Metadata only: ``mlflow.data.from_spark``
+        profiles the DataFrame (a Spark job; for map columns a collect of every key), which
+        at 300K images means scanning the whole table once per event."""
         import mlflow
+        from mlflow.data.meta_dataset import MetaDataset
 
         lake = self.lake
-        if lake is None or lake.spark is None:
+        if lake is None:
             return
         try:
-            from mlflow.data.spark_dataset import from_spark
-
-            df = lake.read(event.table, version=event.version, track=False)
+            dataset = MetaDataset(  # type: ignore[abstract]
+                _delta_source(event.path, event.version),
+                name=event.table,
+                digest=f"{event.table}@v{event.version}",
+                schema=mlflow_schema(lake.schema(event.table, version=event.version)),
+            )
             context = "input" if event.kind == "read" else "output"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # mlflow's integer-column hint
-                dataset = from_spark(
-                    df,
-                    path=event.path,
-                    version=str(event.version),
-                    name=event.table,
-                    digest=f"{event.table}@v{event.version}",
-                )
-                mlflow.log_input(dataset, context=context)
+            mlflow.log_input(dataset, context=context)
         except Exception as exc:  # tracking must never break a job
             log.warning(
                 "could not log %s@v%s as an MLflow dataset: %s", event.table, event.version, exc
             )
+
+
+def _delta_source(path: str, version: int) -> Any:
+    """MLflow's Delta dataset source, with the version always recorded (its ``to_dict``
+    drops a version 0 as falsy)."""
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+
+    class _Source(DeltaDatasetSource):
+        def to_dict(self) -> dict[Any, Any]:
+            return {**super().to_dict(), "delta_table_version": version}
+
+    return _Source(path=path, delta_table_version=version)
+
+
+def _mlflow_type(t: pa.DataType) -> Any:
+    """An Arrow type (the Delta log's schema) as an MLflow schema type."""
+    from mlflow.types.schema import Array, DataType, Map, Object, Property
+
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return Array(_mlflow_type(t.value_type))
+    if pa.types.is_map(t):
+        return Map(_mlflow_type(t.item_type))
+    if pa.types.is_struct(t):
+        return Object([Property(f.name, _mlflow_type(f.type)) for f in t])
+    for check, dtype in (
+        (pa.types.is_boolean, DataType.boolean),
+        (pa.types.is_int64, DataType.long),
+        (pa.types.is_integer, DataType.integer),
+        (pa.types.is_float32, DataType.float),
+        (pa.types.is_floating, DataType.double),
+        (pa.types.is_string, DataType.string),
+        (pa.types.is_large_string, DataType.string),
+        (pa.types.is_binary, DataType.binary),
+        (pa.types.is_large_binary, DataType.binary),
+        (pa.types.is_timestamp, DataType.datetime),
+        (pa.types.is_date, DataType.datetime),
+    ):
+        if check(t):
+            return dtype
+    return DataType.string  # decimals and the like: recorded by name only
+
+
+def mlflow_schema(schema: pa.Schema) -> Any:
+    """The MLflow ColSpec schema of a table, from its Arrow schema (no data read)."""
+    from mlflow.types.schema import ColSpec, Schema
+
+    return Schema([ColSpec(_mlflow_type(f.type), f.name) for f in schema])
+
+
+#: The MLflow UI opens an experiment tagged this way on its runs list (not GenAI traces).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def _setup(cfg: TrackingConfig) -> None:
@@ -142,7 +194,9 @@ def _setup(cfg: TrackingConfig) -> None:
         if str(db.parent) not in ("", "."):
             db.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(cfg.experiment)
+    experiment = mlflow.set_experiment(cfg.experiment)
+    if experiment.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
 
 
 def _log_params(cfg: Config, extra: Mapping[str, Any] | None) -> None:

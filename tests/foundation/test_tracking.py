@@ -76,3 +76,44 @@ def test_disabled_tracking_still_stamps_commands(spark, tmp_path: Path) -> None:
     assert rec.run_id is None
     assert rec.tables["write"] == {"t": 0}
     assert lake.history("t")[0]["command"] == "vlsafety offline"
+
+
+def test_delta_inputs_are_logged_by_path_and_version_without_a_spark_job(
+    spark, tmp_path: Path
+) -> None:
+    """Tracking reads the Delta log only: no Spark job (mlflow.data.from_spark profiled the
+    DataFrame, and collected every key of a map column), and the experiment is classic."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config(REPO / "conf" / "demo.yaml", [f"tracking.uri={uri}", "tracking.experiment=e"])
+    lake = Lake(tmp_path / "lake", spark)
+    labels = pa.array([[("k", "v")], [("a", "b")]], pa.map_(pa.string(), pa.string()))
+    lake.write(
+        pa.table({"id": ["a", "b"], "labels": labels, "vec": [[1.0], [2.0]]}), "src", "append"
+    )
+    group = f"tracking-{tmp_path.name}"
+    sc = spark.sparkContext
+    sc.setJobGroup(group, "jobs the tracking might start")
+    try:
+        with track(cfg, "vlsafety test", lake=lake) as rec:
+            lake.read("src")  # a lazy read: only tracking could start a job here
+            lake.write(pa.table({"id": ["c"]}), "out", "append")
+            run_id = rec.run_id
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    assert list(sc.statusTracker().getJobIdsForGroup(group)) == []
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    inputs = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"src", "out"}
+    src = inputs["src"]
+    assert src.source_type == "delta_table"
+    assert json.loads(src.source) == {"path": lake.path("src"), "delta_table_version": 0}
+    assert src.digest == "src@v0"
+    cols = {c["name"]: c["type"] for c in json.loads(src.schema)["mlflow_colspec"]}
+    assert cols == {"id": "string", "labels": "map", "vec": "array"}
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
