@@ -145,6 +145,7 @@ def run_current(n: int, data_dir: Path, work: Path, args: argparse.Namespace) ->
             driver_memory=args.driver_memory,
             shuffle_partitions=args.partitions,
             progress_bar=False,
+            conf=dict(kv.split("=", 1) for kv in args.spark_conf),
         )
     )
     jvm_pid = int(spark.sparkContext._jvm.ProcessHandle.current().pid())  # type: ignore[union-attr]
@@ -319,6 +320,13 @@ def main() -> None:
     p.add_argument("--driver-memory", default="3g")
     p.add_argument("--partitions", type=int, default=16)
     p.add_argument("--n-max", type=int, default=4000)
+    p.add_argument(
+        "--spark-conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Spark setting, e.g. spark.eventLog.enabled=true (repeatable)",
+    )
     p.add_argument("--models-yaml", default=None)
     p.add_argument("--embedder", default="tiny-clip-768")
     p.add_argument("--baseline", default=BASELINE_REF)

@@ -374,3 +374,74 @@ def test_resolve_groups_equals_union_find(edges: list[tuple[int, int]], seed: in
         rep = min(g, key=lambda i: rank[i])
         want.update({int(uid[i]): int(uid[rep]) for i in g if i != rep and new[i]})
     assert dict(zip(dropped.tolist(), reps.tolist(), strict=True)) == want
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 7), min_size=1, max_size=12),
+    budget=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+)
+def test_near_partition_verifies_every_pair_of_every_group_in_any_chunking(
+    sizes: list[int], budget: int, seed: int
+) -> None:
+    """The vectorized partition verifier equals a plain loop over the pairs of each group,
+    whatever the pair budget cuts the partition into."""
+    import vlsafety.preprocess._spark_dedup as sd
+
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    # near-ish hashes inside a group so that some pairs pass and some fail
+    base = rng.integers(0, 2**63, size=len(sizes), dtype=np.int64)[group].view(np.uint64)
+    flips = rng.integers(0, 64, size=(n, 3))
+    phash = base ^ np.bitwise_or.reduce(np.uint64(1) << flips.astype(np.uint64), axis=1)
+    fine = rng.integers(0, 256, size=(len(sizes), 32), dtype=np.uint8)[group]
+    sigs = rng.integers(0, 3, size=(n, 16), dtype=np.uint64)
+    has_image = rng.random(n) < 0.7
+    has_text = rng.random(n) < 0.7
+    t = pa.table(
+        {
+            "uid": pa.array(rng.permutation(10 * n)[:n].astype(np.int64)),
+            "has_image": pa.array(has_image),
+            "band": pa.array(np.zeros(n, np.int32)),
+            "key": pa.array(group.astype(np.int64)),
+            "has_text": pa.array(has_text),
+            "phash": pa.array(phash.view(np.int64)),
+            "phash_fine": pa.array([r.tobytes() for r in fine], pa.binary()),
+            "minhash": pa.array(
+                [r.tobytes() if ht else None for r, ht in zip(sigs, has_text, strict=True)],
+                pa.binary(),
+            ),
+        }
+    )
+    rule = NearRule(radius=3, radius_fine=256, jaccard=0.3)
+    # the reference: every pair inside each group, one at a time
+    want = set()
+    uid = t.column("uid").to_numpy()
+    for i in range(n):
+        for j in range(i + 1, n):
+            if group[i] != group[j] or has_image[i] != has_image[j]:
+                continue
+            if has_image[i] and int(np.bitwise_count(phash[i] ^ phash[j])) > rule.radius:
+                continue
+            if has_text[i] and has_text[j]:
+                if np.mean(sigs[i] == sigs[j]) < rule.jaccard:
+                    continue
+            elif has_text[i] != has_text[j]:
+                continue
+            want.add((min(uid[i], uid[j]), max(uid[i], uid[j])))
+    # rows sorted by (has_image, band, key) as the Spark side sorts them
+    order = np.lexsort((group, has_image.astype(int)))
+    t = t.take(pa.array(order))
+    old = sd._PAIR_BUDGET
+    sd._PAIR_BUDGET = budget
+    try:
+        got = {
+            (int(a), int(b))
+            for batch in sd._near_partition(iter(t.to_batches(max_chunksize=5)), rule)
+            for a, b in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
+        }
+    finally:
+        sd._PAIR_BUDGET = old
+    assert got == want

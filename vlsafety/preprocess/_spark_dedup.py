@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vlsafety.arrays import vectors
 from vlsafety.preprocess._dedup import (
@@ -148,65 +149,80 @@ def fixed_binary(col: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:
     return out
 
 
-_PAIR_BUDGET = 4_000_000  # candidate pairs compared at once inside one group
+_PAIR_BUDGET = 4_000_000  # candidate pairs compared at once
 
 
-def _verify_group(t: pa.Table, rule: NearRule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All pairs (i < j) of one candidate group that satisfy the near rule: image near
-    (64-bit pHash within ``radius`` and 256-bit within ``radius_fine``) or both absent,
-    and prompt near (estimated Jaccard >= ``jaccard``) or both absent."""
-    n = t.num_rows
-    uid = t.column("uid").to_numpy()
-    has_image = t.column("has_image").to_numpy(zero_copy_only=False).astype(bool)
-    has_text = t.column("has_text").to_numpy(zero_copy_only=False).astype(bool)
-    ph = t.column("phash").fill_null(0).to_numpy().view(np.uint64)
-    fine = fixed_binary(t.column("phash_fine"), 32)
-    sig_bytes = t.column("minhash").combine_chunks()
-    width = max((len(v) for v in sig_bytes.slice(0, 1).to_pylist() if v), default=8)
-    sigs = fixed_binary(sig_bytes, width).view(np.uint64)
-    out_a, out_b, out_d = [], [], []
-    rows_per_block = max(1, _PAIR_BUDGET // max(n, 1))
-    for s in range(0, n - 1, rows_per_block):
-        e = min(n - 1, s + rows_per_block)
-        ii, jj = _block_pairs(s, e, n)
-        same_kind = has_image[ii] == has_image[jj]
-        dist = np.bitwise_count(ph[ii] ^ ph[jj]).astype(np.int64)
-        ok = same_kind & (~has_image[ii] | (dist <= rule.radius))
-        if not ok.any():
-            continue
-        ii, jj, dist = ii[ok], jj[ok], dist[ok]
-        img = has_image[ii]
-        fine_d = np.bitwise_count(fine[ii] ^ fine[jj]).sum(axis=1)
+@dataclass(frozen=True)
+class _Units:
+    """The verification columns of a run of rows, read once from the Arrow buffers."""
+
+    uid: np.ndarray
+    has_image: np.ndarray
+    has_text: np.ndarray
+    phash: np.ndarray  # uint64
+    fine: np.ndarray  # (n, 32) uint8
+    sigs: np.ndarray  # (n, perms) uint64
+
+    @classmethod
+    def of(cls, t: pa.Table) -> _Units:
+        sig_bytes = t.column("minhash").combine_chunks()
+        lengths = pc.binary_length(sig_bytes).drop_null()
+        width = int(pc.max(lengths).as_py() or 8) if len(lengths) else 8
+        return cls(
+            uid=t.column("uid").to_numpy(),
+            has_image=t.column("has_image").to_numpy(zero_copy_only=False).astype(bool),
+            has_text=t.column("has_text").to_numpy(zero_copy_only=False).astype(bool),
+            phash=t.column("phash").fill_null(0).to_numpy().view(np.uint64),
+            fine=fixed_binary(t.column("phash_fine"), 32),
+            sigs=fixed_binary(sig_bytes, width).view(np.uint64),
+        )
+
+
+def _verify_pairs(
+    u: _Units, ii: np.ndarray, jj: np.ndarray, rule: NearRule
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The candidate pairs (row indices ``ii``, ``jj``) that satisfy the near rule: image
+    near (64-bit pHash within ``radius`` and 256-bit within ``radius_fine``) or both
+    absent, and prompt near (estimated Jaccard >= ``jaccard``) or both absent. Returns
+    their uids and the 64-bit distance (−1 for text-only pairs)."""
+    has_image, has_text = u.has_image, u.has_text
+    same_kind = has_image[ii] == has_image[jj]
+    dist = np.bitwise_count(u.phash[ii] ^ u.phash[jj]).astype(np.int64)
+    ok = same_kind & (~has_image[ii] | (dist <= rule.radius))
+    ii, jj, dist = ii[ok], jj[ok], dist[ok]
+    img = has_image[ii]
+    if img.any():
+        fine_d = np.zeros(len(ii), dtype=np.int64)
+        fine_d[img] = np.bitwise_count(u.fine[ii[img]] ^ u.fine[jj[img]]).sum(axis=1)
         ok = ~img | (fine_d <= rule.radius_fine)
-        both = has_text[ii] & has_text[jj]
-        neither = ~has_text[ii] & ~has_text[jj]
-        jac = np.zeros(len(ii))
-        if both.any():
-            jac[both] = np.mean(sigs[ii[both]] == sigs[jj[both]], axis=1)
-        ok &= np.where(both, jac >= rule.jaccard, neither)
-        out_a.append(uid[ii[ok]])
-        out_b.append(uid[jj[ok]])
-        out_d.append(np.where(img[ok], dist[ok], -1))
-    if not out_a:
-        z = np.zeros(0, dtype=np.int64)
-        return z, z, z
-    return np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_d)
+    else:
+        ok = np.ones(len(ii), dtype=bool)
+    both = has_text[ii] & has_text[jj]
+    neither = ~has_text[ii] & ~has_text[jj]
+    jac = np.zeros(len(ii))
+    if both.any():
+        jac[both] = np.mean(u.sigs[ii[both]] == u.sigs[jj[both]], axis=1)
+    ok &= np.where(both, jac >= rule.jaccard, neither)
+    return u.uid[ii[ok]], u.uid[jj[ok]], np.where(img[ok], dist[ok], -1)
 
 
-def _block_pairs(s: int, e: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i, j) with s <= i < e and i < j < n."""
-    counts = n - 1 - np.arange(s, e)
-    ii = np.repeat(np.arange(s, e), counts)
+def _group_pairs(ends: np.ndarray, s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i, j), s <= i < e, i < j < ends[i]: each row with the later rows of its group
+    (``ends[i]`` = one past the last row of row i's group)."""
+    counts = ends[s:e] - np.arange(s, e) - 1
+    ii = np.repeat(np.arange(s, e, dtype=np.int64), counts)
     starts = np.repeat(np.cumsum(counts) - counts, counts)
-    jj = ii + 1 + (np.arange(len(ii)) - starts)
-    return ii.astype(np.int64), jj.astype(np.int64)
+    jj = ii + 1 + (np.arange(len(ii), dtype=np.int64) - starts)
+    return ii, jj
 
 
 _NEAR_PAIRS = pa.schema([("a", pa.int64()), ("b", pa.int64()), ("dist", pa.int64())])
 
 
 def _near_partition(batches: Iterator[pa.RecordBatch], rule: NearRule) -> Iterator[pa.RecordBatch]:
-    """Rows of whole candidate groups, sorted by group: verify each group."""
+    """Rows of whole candidate groups, sorted by group: every pair inside each group is
+    verified, all groups of the partition at once (vectorized: a partition holds tens of
+    thousands of small groups; a Python step per group cost more than the comparisons)."""
     tables = [pa.Table.from_batches([b]) for b in batches if b.num_rows]
     if not tables:
         return
@@ -219,12 +235,22 @@ def _near_partition(batches: Iterator[pa.RecordBatch], rule: NearRule) -> Iterat
         ],
         axis=1,
     )
+    n = len(keys)
     change = np.flatnonzero((keys[1:] != keys[:-1]).any(axis=1)) + 1
-    bounds = np.concatenate([[0], change, [len(keys)]])
-    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
-        if e - s < 2:
+    bounds = np.concatenate([[0], change, [n]]).astype(np.int64)
+    ends = np.repeat(bounds[1:], np.diff(bounds))
+    later = np.cumsum(ends - np.arange(n) - 1)  # pairs of rows 0..i, inclusive
+    u = _Units.of(t)
+    s = 0
+    while s < n:
+        done = int(later[s - 1]) if s else 0
+        # rows s..e-1 make at most _PAIR_BUDGET pairs (at least one row)
+        e = max(s + 1, int(np.searchsorted(later, done + _PAIR_BUDGET, side="right")))
+        ii, jj = _group_pairs(ends, s, e)
+        s = e
+        if not len(ii):
             continue
-        a, b, d = _verify_group(t.slice(int(s), int(e - s)), rule)
+        a, b, d = _verify_pairs(u, ii, jj, rule)
         if len(a):
             lo, hi = np.minimum(a, b), np.maximum(a, b)
             yield pa.RecordBatch.from_arrays(
