@@ -3,168 +3,18 @@ against the numpy panel_scores and the papers' definitions (VLSafetyBencher Eq. 
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Sequence
-from functools import reduce
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vlsafety.inference import request_key
-from vlsafety.models import ModelSpec, SamplingParams
-from vlsafety.pipeline._model_stages import _messages, _sampling_dict
-from vlsafety.pipeline._score import (
-    SCORE_REASONS,
-    current_judgments,
-    current_responses,
-    score_frames,
-)
+from vlsafety.pipeline._score import SCORE_REASONS, score_frames
 from vlsafety.selection import panel_scores
 
-VICTIMS = [
-    ModelSpec(
-        id=f"m{k}", role="chat", backend="openai", endpoint="http://127.0.0.1:9/v1", model_name="x"
-    )
-    for k in range(2)
-]
-JUDGES = [ModelSpec(id=f"j{k}", role="guard", backend="refusal") for k in range(3)]
-VICTIM_IDS = [s.id for s in VICTIMS]
-JUDGE_IDS = [s.id for s in JUDGES]
-
-RESPONSES = "request_key string, candidate_id string, model_id string, text string"
-JUDGMENTS = (
-    "request_key string, response_key string, candidate_id string, model_id string, "
-    "judge_id string, p_unsafe double"
-)
-
-
-def _stale_victim(spec: ModelSpec) -> ModelSpec:
-    """The same model under an earlier sampling config (another response key)."""
-    return dataclasses.replace(spec, temperature=0.7)
-
-
-def _old_judge(spec: ModelSpec) -> ModelSpec:
-    """The same judge id under an earlier config (another judgment key)."""
-    return dataclasses.replace(spec, options={"phrases": ["old phrase"]})
-
-
-def _response_key(spec: ModelSpec, cand: dict[str, Any]) -> str:
-    sampling = _sampling_dict(SamplingParams.from_spec(spec))
-    return request_key(
-        spec,
-        "chat",
-        candidate_id=cand["candidate_id"],
-        messages_json=_messages(cand["text"]),
-        image_id=cand["image_id"],
-        sampling=sampling,
-    )
-
-
-def _judgment_key(judge: ModelSpec, response_key: str, cand: dict[str, Any], text: str) -> str:
-    return request_key(
-        judge,
-        "guard",
-        response_key=response_key,
-        prompt=cand["text"] or "",
-        response=text,
-        image_id=cand["image_id"],
-    )
-
-
-class Lakeless:
-    """Raw ``responses`` / ``judgments`` rows as the model stages leave them: current,
-    stale (an earlier sampling config) and old-config judge rows side by side."""
-
-    def __init__(self) -> None:
-        self.cands: list[dict[str, Any]] = []
-        self.responses: list[tuple[Any, ...]] = []
-        self.judgments: list[tuple[Any, ...]] = []
-        self.embeddings: list[tuple[str, list[float]]] = []
-
-    def candidate(self, cid: str, text: str | None, image_id: str | None, emb: bool) -> None:
-        self.cands.append(
-            {"candidate_id": cid, "category": "bias", "text": text, "image_id": image_id}
-        )
-        if emb:
-            self.embeddings.append((cid, [1.0, 0.0]))
-
-    def respond(self, cid: str, spec: ModelSpec, text: str, *, victim_id: str) -> str:
-        cand = next(c for c in self.cands if c["candidate_id"] == cid)
-        key = _response_key(spec, cand)
-        self.responses.append((key, cid, victim_id, text))
-        return key
-
-    def judge(
-        self, cid: str, victim_id: str, rkey: str, text: str, judge: ModelSpec, p: float | None
-    ) -> None:
-        cand = next(c for c in self.cands if c["candidate_id"] == cid)
-        key = _judgment_key(judge, rkey, cand, text)
-        self.judgments.append((key, rkey, cid, victim_id, judge.id, p))
-
-    def frames(self, spark: Any) -> tuple[Any, Any, Any, Any]:
-        """(candidates, current responses, current judgments, embeddings) as DataFrames."""
-        cands = spark.createDataFrame(
-            pd.DataFrame(self.cands),
-            "candidate_id string, category string, text string, image_id string",
-        )
-        resp = current_responses(spark.createDataFrame(self.responses, RESPONSES), cands, VICTIMS)
-        judg = current_judgments(
-            spark.createDataFrame(self.judgments, JUDGMENTS), cands, resp, JUDGES
-        )
-        emb = spark.createDataFrame(self.embeddings, "candidate_id string, embedding array<double>")
-        return cands, resp, judg, emb
-
-    def score(
-        self, spark: Any, policies: Sequence[str], threshold: float
-    ) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
-        """score_frames under each policy, collected in one Spark job (the policies share
-        the current-row selection, so Spark computes it once)."""
-        from pyspark.sql import functions as F
-
-        cands, resp, judg, emb = self.frames(spark)
-        parts = []
-        for policy in policies:
-            scored, rejects = score_frames(
-                cands,
-                resp,
-                judg,
-                emb,
-                victims=VICTIM_IDS,
-                judges=JUDGE_IDS,
-                harmful_threshold=threshold,
-                missing=policy,
-            )
-            cols = ["p_h", "harm", "judge_probs", "harmful", "n_judgments", "n_missing"]
-            parts.append(
-                scored.select(
-                    F.lit(policy).alias("policy"),
-                    "candidate_id",
-                    F.lit(None).cast("string").alias("reason"),
-                    *cols,
-                )
-            )
-            parts.append(
-                rejects.select(
-                    F.lit(policy).alias("policy"),
-                    F.col("sample_id").alias("candidate_id"),
-                    "reason",
-                    *[F.lit(None).alias(c) for c in cols],
-                )
-            )
-        out: dict[str, tuple[dict[str, Any], dict[str, str]]] = {p: ({}, {}) for p in policies}
-        for r in reduce(lambda a, b: a.unionByName(b), parts).collect():
-            ok, bad = out[r["policy"]]
-            if r["reason"] is None:
-                ok[r["candidate_id"]] = r.asDict()
-            else:
-                bad[r["candidate_id"]] = r["reason"]
-        return out
-
+from .panel_tables import JUDGE_IDS, JUDGES, VICTIM_IDS, VICTIMS, Lakeless, old_judge, stale_victim
 
 P = st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.floats(0.0, 1.0, allow_nan=False))
 
@@ -193,7 +43,7 @@ def panels(draw: st.DrawFn) -> tuple[Lakeless, np.ndarray, set[str], dict[str, b
         for m, victim in enumerate(VICTIMS):
             stale_key = None
             if draw(st.booleans()):  # an answer under the earlier sampling config
-                stale_key = lake.respond(cid, _stale_victim(victim), "old", victim_id=victim.id)
+                stale_key = lake.respond(cid, stale_victim(victim), "old", victim_id=victim.id)
             current = draw(st.integers(0, 5)) > 0
             no_response[f"{cid}|{victim.id}"] = not current
             key = lake.respond(cid, victim, "new", victim_id=victim.id) if current else None
@@ -205,7 +55,7 @@ def panels(draw: st.DrawFn) -> tuple[Lakeless, np.ndarray, set[str], dict[str, b
                     continue
                 if draw(st.booleans()):
                     # the same judge id under an earlier config: a duplicate cell row
-                    lake.judge(cid, victim.id, key, "new", _old_judge(judge), draw(P))
+                    lake.judge(cid, victim.id, key, "new", old_judge(judge), draw(P))
                 state = draw(st.integers(0, 7))
                 if state == 0:
                     continue  # never judged (the judge call failed)
@@ -278,11 +128,11 @@ def test_stale_and_duplicate_rows_never_count(spark: Any) -> None:
     lake.candidate("c0", "q", "img", True)
     lake.candidate("c1", "q1", None, True)
     for victim in VICTIMS:
-        old = lake.respond("c0", _stale_victim(victim), "old", victim_id=victim.id)
+        old = lake.respond("c0", stale_victim(victim), "old", victim_id=victim.id)
         new = lake.respond("c0", victim, "new", victim_id=victim.id)
         for judge in JUDGES:
             lake.judge("c0", victim.id, old, "old", judge, 1.0)  # stale response: ignored
-            lake.judge("c0", victim.id, new, "new", _old_judge(judge), 1.0)  # old judge config
+            lake.judge("c0", victim.id, new, "new", old_judge(judge), 1.0)  # old judge config
             lake.judge("c0", victim.id, new, "new", judge, 0.2)
         new = lake.respond("c1", victim, "new", victim_id=victim.id)
         for judge in JUDGES:
