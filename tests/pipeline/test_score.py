@@ -4,6 +4,7 @@ against the numpy panel_scores and the papers' definitions (VLSafetyBencher Eq. 
 from __future__ import annotations
 
 import math
+from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vlsafety.pipeline._score import SCORE_REASONS, score_frames
+from vlsafety.pipeline._score import (
+    SCORE_REASONS,
+    current_judgments,
+    current_responses,
+    score_frames,
+)
 from vlsafety.selection import panel_scores
 
 from .panel_tables import JUDGE_IDS, JUDGES, VICTIM_IDS, VICTIMS, Lakeless, old_judge, stale_victim
@@ -25,7 +31,7 @@ def panels(draw: st.DrawFn) -> tuple[Lakeless, np.ndarray, set[str], dict[str, b
     table (NaN: missing), the candidates with an embedding, and which (candidate, model)
     pairs have no current response."""
     lake = Lakeless()
-    n = draw(st.integers(1, 4))
+    n = draw(st.integers(1, 5))
     cells = np.full((n, len(JUDGES), len(VICTIMS)), np.nan)
     no_response: dict[str, bool] = {}
     with_emb: set[str] = set()
@@ -89,7 +95,7 @@ def _paper(cells: np.ndarray, threshold: float) -> tuple[float, float]:
 
 
 @settings(
-    max_examples=12,
+    max_examples=10,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -210,3 +216,45 @@ def test_a_bad_policy_is_refused(spark: Any) -> None:
     df = spark.createDataFrame([("a", "x")], "candidate_id string, category string")
     with pytest.raises(ValueError, match="missing: must be one of reject, exclude"):
         score_frames(df, df, df, df, victims=["m"], judges=["j"], missing="drop")
+
+
+def test_current_rows_are_the_rows_the_stages_ask_for(spark: Any) -> None:
+    """The keys respond / judge_responses request (add_request_key) are the keys
+    current_responses / current_judgments select; an earlier config's rows are not."""
+    from pyspark.sql import functions as F
+
+    from vlsafety.pipeline._model_stages import _judge_items, _judge_requests, response_requests
+
+    cands = spark.createDataFrame(
+        [("a", "q a", "img"), ("b", None, None)],
+        "candidate_id string, text string, image_id string",
+    )
+
+    def as_rows(keyed: Any, model_id: str) -> Any:
+        return keyed.select(
+            "request_key",
+            "candidate_id",
+            F.lit(model_id).alias("model_id"),
+            F.lit("t").alias("text"),
+        )
+
+    asked = [as_rows(response_requests(cands, v)[0], v.id) for v in VICTIMS]
+    stale = [as_rows(response_requests(cands, stale_victim(v))[0], v.id) for v in VICTIMS]
+    table = reduce(lambda x, y: x.unionByName(y), asked + stale)
+    current = current_responses(table, cands, VICTIMS)
+    want = {r["request_key"] for r in reduce(lambda x, y: x.unionByName(y), asked).collect()}
+    assert {r["request_key"] for r in current.collect()} == want and len(want) == 4
+
+    items = _judge_items(cands, current)
+    judged = [
+        _judge_requests(items, j, "guard").withColumn("judge_id", F.lit(j.id)) for j in JUDGES
+    ]
+    old = [
+        _judge_requests(items, old_judge(j), "guard").withColumn("judge_id", F.lit(j.id))
+        for j in JUDGES
+    ]
+    judgments = reduce(lambda x, y: x.unionByName(y), judged + old)
+    got = current_judgments(judgments, cands, current, JUDGES).select("request_key").collect()
+    judged_keys = reduce(lambda x, y: x.unionByName(y), judged).select("request_key")
+    want = {r["request_key"] for r in judged_keys.collect()}
+    assert {r["request_key"] for r in got} == want and len(want) == 12

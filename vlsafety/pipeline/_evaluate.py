@@ -143,12 +143,22 @@ def leaderboard_frame(
     pairs = None
     try:
         valid_p = F.when(F.col("p_unsafe").isNotNull() & ~F.isnan("p_unsafe"), F.col("p_unsafe"))
+        # one current judgment per cell; anything else is not a judgment
+        is_j = [F.col("judge_id") == j for j in judge_ids]
         per_judge = (
             current_judgments(lake.read("judgments"), items, resp, judges)
             .groupBy("candidate_id", "model_id")
-            .pivot("judge_id", judge_ids)
-            # one current judgment per cell; anything else is not a judgment
-            .agg(F.when(F.count(F.lit(1)) == 1, F.first(valid_p)).cast("double"))
+            .agg(
+                *[
+                    F.when(
+                        F.count(F.when(c, F.lit(1))) == 1,
+                        F.first(F.when(c, valid_p), ignorenulls=True),
+                    )
+                    .cast("double")
+                    .alias(f"_j{k}")
+                    for k, c in enumerate(is_j)
+                ]
+            )
         )
         grid = bench.select("candidate_id", "category").crossJoin(
             spark.createDataFrame([(m,) for m in model_ids], "model_id string")
@@ -180,7 +190,7 @@ def leaderboard_frame(
             rows = rows.withColumn("elite", F.lit(None).cast("double")).withColumn(
                 "elite_refused", F.lit(None).cast("double")
             )
-        probs = F.array(*[F.col(f"`{j}`") for j in judge_ids])
+        probs = F.array(*[F.col(f"_j{k}") for k in range(len(judge_ids))])
         pair = _pair_udf(float(threshold), missing, len(judge_ids))
         pairs = (
             rows.withColumn("v", pair(probs))

@@ -143,64 +143,71 @@ def score_frames(
         raise ValueError("scoring needs at least one victim model and one judge")
     if missing not in MISSING_POLICIES:
         raise ValueError(f"missing: must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
-    cells = [f"{j}|{m}" for j in judges for m in victims]
-    valid_p = F.when(F.col("p_unsafe").isNotNull() & ~F.isnan("p_unsafe"), F.col("p_unsafe")).cast(
-        "double"
+    cells = [(j, m) for j in judges for m in victims]
+    valid_p = F.when(F.col("p_unsafe").isNotNull() & ~F.isnan("p_unsafe"), F.col("p_unsafe"))
+    # One aggregation per table, one column per cell (judge-major): a plain pivot would
+    # shuffle twice.
+    in_cell = [(F.col("judge_id") == j) & (F.col("model_id") == m) for j, m in cells]
+    per_cell = judgments.groupBy("candidate_id").agg(
+        *[
+            F.first(F.when(c, valid_p), ignorenulls=True).cast("double").alias(f"_p{k}")
+            for k, c in enumerate(in_cell)
+        ],
+        *[F.count(F.when(c, F.lit(1))).alias(f"_n{k}") for k, c in enumerate(in_cell)],
     )
-    per_cell = (
-        judgments.where(F.col("model_id").isin(victims) & F.col("judge_id").isin(judges))
-        .withColumn("cell", F.concat_ws("|", "judge_id", "model_id"))
-        .groupBy("candidate_id")
-        .pivot("cell", cells)
-        .agg(F.first(valid_p, ignorenulls=True).alias("p"), F.count(F.lit(1)).alias("n"))
+    answered = responses.groupBy("candidate_id").agg(
+        *[
+            F.count(F.when(F.col("model_id") == m, F.lit(1))).alias(f"_r{k}")
+            for k, m in enumerate(victims)
+        ]
     )
-    answered = (
-        responses.where(F.col("model_id").isin(victims))
-        .groupBy("candidate_id")
-        .pivot("model_id", victims)
-        .agg(F.count(F.lit(1)))
-    )
-    per_cand = (
-        candidates.select("candidate_id")
-        .distinct()
+    joined = (
+        candidates.join(embeddings.select("candidate_id", "embedding"), "candidate_id", "left")
         .join(per_cell, "candidate_id", "left")
         .join(answered, "candidate_id", "left")
     )
-    probs = F.array(*[F.col(f"`{c}_p`") for c in cells])
-    rows = F.array(*[F.coalesce(F.col(f"`{c}_n`"), F.lit(0)).cast("long") for c in cells])
-    resp = F.array(*[F.coalesce(F.col(f"`{m}`"), F.lit(0)).cast("long") for m in victims])
-    panel = _panel_udf(victims, judges, float(harmful_threshold), missing)
-    scored = per_cand.select(
-        "candidate_id", probs.alias("judge_probs"), panel(probs, rows, resp).alias("s")
-    ).select("candidate_id", "judge_probs", "s.*")
-
     if elite is not None:
-        per_elite = (
-            elite.where(F.col("model_id").isin(victims))
-            .groupBy("candidate_id")
-            .pivot("model_id", victims)
-            # one current score per (candidate, model); anything else is not a score
-            .agg(F.when(F.count(F.lit(1)) == 1, F.first("score")))
+        # one current score per (candidate, model); anything else is not a score
+        per_elite = elite.groupBy("candidate_id").agg(
+            F.array(
+                *[
+                    F.when(
+                        F.count(F.when(F.col("model_id") == m, F.lit(1))) == 1,
+                        F.first(F.when(F.col("model_id") == m, F.col("score")), ignorenulls=True),
+                    ).cast("double")
+                    for m in victims
+                ]
+            ).alias("elite")
         )
-        per_elite = per_elite.select(
-            "candidate_id",
-            F.array(*[F.col(f"`{m}`").cast("double") for m in victims]).alias("elite"),
-        )
-        scored = scored.join(per_elite, "candidate_id", "left")
+        joined = joined.join(per_elite, "candidate_id", "left")
     else:
-        scored = scored.withColumn("elite", F.lit(None).cast("array<double>"))
-
-    base = candidates.join(embeddings.select("candidate_id", "embedding"), "candidate_id", "left")
-    joined = base.join(scored, "candidate_id", "left")
+        joined = joined.withColumn("elite", F.lit(None).cast("array<double>"))
+    probs = F.array(*[F.col(f"_p{k}") for k in range(len(cells))])
+    rows = F.array(*[F.coalesce(F.col(f"_n{k}"), F.lit(0)).cast("long") for k in range(len(cells))])
+    resp = F.array(
+        *[F.coalesce(F.col(f"_r{k}"), F.lit(0)).cast("long") for k in range(len(victims))]
+    )
+    panel = _panel_udf(victims, judges, float(harmful_threshold), missing)
+    helpers = [f"_{x}{k}" for x in "pn" for k in range(len(cells))]
+    helpers += [f"_r{k}" for k in range(len(victims))]
+    joined = (
+        joined.withColumn("judge_probs", probs)
+        .withColumn("_s", panel(probs, rows, resp))
+        .drop(*helpers)
+    )
+    fields = ["model_p", "harmful", "p_h", "harm", "n_judgments", "n_missing"]
     reason = F.coalesce(
-        F.col("reason"),
-        F.when(F.col("embedding").isNull(), F.lit("missing_embedding")),
+        F.col("_s.reason"), F.when(F.col("embedding").isNull(), F.lit("missing_embedding"))
     )
-    detail = F.coalesce(F.col("detail"), F.lit("no embedding for the candidate"))
-    joined = joined.withColumn("_reason", reason).withColumn("_detail", detail)
-    ok = joined.where(F.col("_reason").isNull()).drop(
-        "_reason", "_detail", "reason", "detail", "scored"
+    detail = F.coalesce(F.col("_s.detail"), F.lit("no embedding for the candidate"))
+    joined = joined.select(
+        *[c for c in joined.columns if c not in ("_s", "elite")],
+        *[F.col(f"_s.{f}").alias(f) for f in fields],
+        "elite",
+        reason.alias("_reason"),
+        detail.alias("_detail"),
     )
+    ok = joined.where(F.col("_reason").isNull()).drop("_reason", "_detail")
     bad = joined.where(F.col("_reason").isNotNull()).select(
         F.lit("score").alias("stage"),
         F.col("_reason").alias("reason"),
