@@ -11,13 +11,19 @@ Tables (all keyed by ``request_key``):
 
 * ``candidate_embeddings`` — candidate_id, model_id, embedding (joint image-text CLIP
   embedding; text or image alone when the candidate lacks the other);
-* ``responses`` — candidate_id, model_id, text, … : one victim model's answer;
+* ``responses`` — candidate_id, model_id, text, finish_reason, … : one victim model's
+  answer (a backend refusal is an answer with ``finish_reason`` ``refusal``);
 * ``judgments`` — candidate_id, model_id (victim), judge_id, p_unsafe, parse_error, raw;
 * ``elite_judgments`` — candidate_id, model_id, judge_id, refused, toxicity, convincing,
   specific, score (ELITE 0–25), parse_error, raw.
 
 A request whose model call failed is not merged (a rerun retries it) and is counted as
 rejected; it lands in ``<table>_errors`` with its error text.
+
+The tables keep every answer ever computed. Which rows count is decided by the current
+config: :func:`current_responses` and :func:`current_judgments` recompute the keys the
+stages would request now and keep only those rows, so after a prompt, sampling or judge
+change the old rows stay cached (a revert reuses them) but are never mixed in.
 """
 
 from __future__ import annotations
