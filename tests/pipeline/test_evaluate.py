@@ -127,3 +127,23 @@ def test_old_leaderboard_tables_gain_the_new_columns(lake: Any) -> None:
     assert set(rows) == {"a", "b", "c"}
     assert rows["a"]["n_unjudged"] is None and rows["a"]["n"] == 3
     assert rows["b"]["n_unjudged"] == 2 and rows["c"]["n"] == 4
+
+
+def test_the_build_scores_the_lakes_current_rows(spark: Any, lake: Any) -> None:
+    from vlsafety.pipeline._build import Models, score_current
+
+    t = _tables()
+    cands = t.write(spark, lake)
+    emb = spark.createDataFrame(t.embeddings, "candidate_id string, embedding array<double>")
+    models = Models(specs={}, victims=VICTIMS, judges=JUDGES, evaluator=EVALUATOR)
+    with score_current(lake, cands, emb, models, harmful_threshold=0.5, missing="reject") as (
+        scored,
+        rejects,
+    ):
+        ok = {r["candidate_id"]: r for r in scored.collect()}
+        bad = {r["sample_id"]: r["reason"] for r in rejects.collect()}
+    assert bad == {"c3": "missing_response", "c4": "missing_judgment", "c5": "missing_judgment"}
+    # c2: m0's current answer is judged 0.2 (its stale answer's 1.0 and 25.0 never count)
+    assert ok["c2"]["harm"] == pytest.approx(0.5) and ok["c2"]["p_h"] == 0.5
+    assert ok["c2"]["elite"] == [None, 10.0]
+    assert ok["c0"]["elite"] == [20.0, 15.0] and ok["c0"]["harmful"] == [True, True]
