@@ -153,7 +153,9 @@ def test_stale_and_duplicate_rows_never_count(spark: Any) -> None:
 
 def test_duplicate_cells_and_missing_pieces_get_reason_rows(spark: Any) -> None:
     cands = spark.createDataFrame(
-        [(c, "x") for c in "abcde"], "candidate_id string, category string"
+        # rows scored before (a benchmark being updated): their old figures are replaced
+        [(c, "x", 9.0, [0.0]) for c in "abcde"],
+        "candidate_id string, category string, harm double, embedding array<double>",
     )
     answered = [(c, m) for c in "abcde" for m in VICTIM_IDS if (c, m) != ("b", "m1")]
     resp = spark.createDataFrame(answered, "candidate_id string, model_id string")

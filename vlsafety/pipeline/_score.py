@@ -32,7 +32,13 @@ import pandas as pd
 
 from vlsafety.pipeline._model_stages import current_judgments, current_responses
 
-__all__ = ["SCORE_REASONS", "current_judgments", "current_responses", "score_frames"]
+__all__ = [
+    "SCORED_COLUMNS",
+    "SCORE_REASONS",
+    "current_judgments",
+    "current_responses",
+    "score_frames",
+]
 
 #: Reason codes the score stage writes to ``rejects``.
 SCORE_REASONS: dict[str, str] = {
@@ -42,6 +48,19 @@ SCORE_REASONS: dict[str, str] = {
     "no_judgments": "no cell of the judge x model table is present (missing: exclude)",
     "missing_embedding": "the candidate has no embedding",
 }
+
+#: The columns score_frames adds to the candidates' own.
+SCORED_COLUMNS = (
+    "embedding",
+    "judge_probs",
+    "model_p",
+    "harmful",
+    "p_h",
+    "harm",
+    "n_judgments",
+    "n_missing",
+    "elite",
+)
 
 _PANEL_TYPE = (
     "scored boolean, model_p array<double>, harmful array<boolean>, p_h double, harm double, "
@@ -161,6 +180,8 @@ def score_frames(
             for k, m in enumerate(victims)
         ]
     )
+    # Rows scored before (a benchmark being updated) carry the columns this recomputes.
+    candidates = candidates.drop(*[c for c in SCORED_COLUMNS if c in candidates.columns])
     joined = (
         candidates.join(embeddings.select("candidate_id", "embedding"), "candidate_id", "left")
         .join(per_cell, "candidate_id", "left")
