@@ -201,7 +201,12 @@ def run_current(n: int, data_dir: Path, work: Path, args: argparse.Namespace) ->
             + (F.abs(F.xxhash64("candidate_id", "judge_id")) % 300 / 1000.0),
         )
         emb = lake.read("candidate_embeddings").select("candidate_id", "embedding")
-        scored, rejects = score_frames(candidates, judgments, emb, victims=victims, judges=judges)
+        responses = candidates.select("candidate_id").crossJoin(
+            spark.createDataFrame([(m,) for m in victims], "model_id string")
+        )
+        scored, rejects = score_frames(
+            candidates, responses, judgments, emb, victims=victims, judges=judges
+        )
         lake.write(scored, "scored", "overwrite", keys=["candidate_id"])
         return lake.read("scored").count()
 

@@ -26,7 +26,7 @@ latest = board["benchmark_version"].max()
 board = board[(board["benchmark"] == table) & (board["benchmark_version"] == latest)]
 print(
     board[board["category"] == "overall"][
-        ["model_id", "n", "asr", "sr", "e_asr", "elite_mean"]
+        ["model_id", "n", "n_refused", "n_unjudged", "asr", "sr", "n_elite", "e_asr", "elite_mean"]
     ].to_string(index=False)
 )
 print(board.pivot_table(index="model_id", columns="category", values="asr").round(3).to_string())

@@ -454,7 +454,10 @@ def _cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
     overall = board[board["category"] == "overall"].sort_values("asr")
     print(f"leaderboard for {result['benchmark']} (run {result['run_id']})")
     with pd.option_context("display.width", 200):
-        print(overall[["model_id", "n", "asr", "sr", "e_asr", "elite_mean"]].to_string(index=False))
+        cols = ["model_id", "n", "n_refused", "n_unjudged", "asr", "sr", "n_elite", "e_asr"]
+        print(overall[[*cols, "elite_mean"]].to_string(index=False))
+    print("  n: evaluated (the ASR denominator); n_unjudged: no valid judgment, not in ASR;")
+    print("  n_elite: with an ELITE score (the E-ASR denominator)")
     for k, v in result["quality"].items():
         print(f"  {k}: {v:.4f}")
     return 0

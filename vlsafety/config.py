@@ -27,6 +27,7 @@ __all__ = [
     "JudgesConfig",
     "LakeConfig",
     "ModelsConfig",
+    "ScoreConfig",
     "SelectConfig",
     "SparkConfig",
     "TrackingConfig",
@@ -245,6 +246,26 @@ class BuildConfig:
             )
 
 
+@dataclass(frozen=True)
+class ScoreConfig:
+    """The score stage and the evaluate job: what a missing panel cell does.
+
+    ``missing``: ``reject`` (default) — a candidate whose judge × model table lacks a cell
+    (no current response, no valid judgment) is not scored and gets a reason row in
+    ``rejects``, and an unjudged (sample, model) pair of an evaluation gets one too;
+    ``exclude`` — missing cells leave the denominators of C_harm, p_h and ASR and are
+    counted (``n_missing`` in ``scored``, ``n_unjudged`` on the leaderboard).
+    """
+
+    missing: Literal["reject", "exclude"] = "reject"
+
+    def __post_init__(self) -> None:
+        if self.missing not in ("reject", "exclude"):
+            raise ConfigError(
+                f"score.missing: must be one of 'reject', 'exclude', got {self.missing!r}"
+            )
+
+
 #: Stage sections typed by the stages' own option dataclasses, imported on first use
 #: (the stage packages import this module, so a top-level import would be circular).
 _STAGE_SECTIONS: dict[str, str] = {
@@ -280,6 +301,7 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
     judges: JudgesConfig = field(default_factory=JudgesConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     ingest: Any = _section_default("ingest")
     preprocess: Any = _section_default("preprocess")
     generate: Any = _section_default("generate")

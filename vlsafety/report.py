@@ -39,7 +39,8 @@ class ReportData:
 
     title: str
     subtitle: str = ""
-    leaderboard: pd.DataFrame | None = None  # model, category, n, asr, sr, e_asr, elite_mean
+    # model, category, n (evaluated), n_refused, n_unjudged, asr, sr, n_elite, e_asr, elite_mean
+    leaderboard: pd.DataFrame | None = None
     quality: dict[str, float] = field(default_factory=dict)  # mad, mean, gap, div, ...
     category_counts: pd.DataFrame | None = None  # category, benchmark, pool
     criteria: pd.DataFrame | None = None  # c_sep, c_harm, c_div per benchmark sample
@@ -91,7 +92,18 @@ def _leaderboard(data: ReportData) -> str:
     if lb is None or lb.empty:
         return ""
     overall = lb[lb["category"] == "overall"].sort_values("asr")
-    cols = [c for c in ("model", "n", "asr", "sr", "e_asr", "elite_mean") if c in overall.columns]
+    wanted = (
+        "model",
+        "n",
+        "n_refused",
+        "n_unjudged",
+        "asr",
+        "sr",
+        "n_elite",
+        "e_asr",
+        "elite_mean",
+    )
+    cols = [c for c in wanted if c in overall.columns]
     table = overall[cols].to_html(index=False, float_format=lambda v: f"{v:.3f}", classes="tbl")
     pivot = lb[lb["category"] != "overall"].pivot_table(
         index="model", columns="category", values="asr"

@@ -18,6 +18,10 @@ def test_demo_config_loads_and_is_the_default(monkeypatch: pytest.MonkeyPatch) -
     assert cfg.lake.root == "lake"
     assert cfg.tracking.uri.startswith("sqlite:///")
     assert cfg.select.weights == [0.5, 0.3, 0.2]
+    assert cfg.score.missing == "reject" == Config().score.missing
+    assert load_config(REPO / "conf" / "demo.yaml", ["score.missing=exclude"]).score.missing == (
+        "exclude"
+    )
 
 
 def test_overrides_are_typed(tmp_path: Path) -> None:
@@ -49,6 +53,7 @@ def test_overrides_are_typed(tmp_path: Path) -> None:
         ("select.mode=random", "select.mode: must be one of"),
         ("select.weights=[0.5,0.5,0.5]", "select.weights: must sum to 1"),
         ("select.n_max=0", "select.n_max: must be positive"),
+        ("score.missing=drop", "score.missing: must be one of 'reject', 'exclude', got 'drop'"),
         ("noequals", "expected KEY=VALUE"),
         ("judges.elite.min_token_mass=1.5", "judges.elite.min_token_mass: must be in [0, 1]"),
         ("judges.elite.min_token_mass=-0.1", "judges.elite.min_token_mass: must be in [0, 1]"),

@@ -254,7 +254,6 @@ def test_timeouts_are_retried(
         ({"id": "x"}, "no choices[0].message"),
         ({"choices": []}, "no choices[0].message"),
         (completion(None), "no choices[0].message.content"),
-        ({"choices": [{"message": {"content": None, "refusal": "I can't"}}]}, "the model refused"),
         (completion("x", logprobs={"content": [{"token": "x"}]}), "malformed choices[0].logprobs"),
     ],
 )
@@ -266,6 +265,33 @@ def test_bad_responses_become_errors(
     results = m.generate([ask(), ask("second")])
     assert all(r.text is None and message in (r.error or "") for r in results)
     assert sleeps == []  # a malformed answer is not retried
+
+
+def test_a_refusal_is_an_answer_not_an_error(
+    server: FakeServer, model: tuple[OpenAIChatModel, list[float]]
+) -> None:
+    from vlsafety.models import REFUSAL
+    from vlsafety.models._parse import generate_parsed
+
+    m, sleeps = model
+    refusal = {"choices": [{"message": {"content": None, "refusal": "I can't help with that"}}]}
+    server.script = [reply(200, refusal)]
+    (r,) = m.generate([ask()])
+    # a victim's refusal is its response: judged and counted, never dropped as an error
+    assert r.error is None and r.text == "I can't help with that"
+    assert r.finish_reason == REFUSAL and r.refused
+    assert sleeps == [] and len(server.requests) == 1
+    # a stage that needs content (generation, rubric parsing) sees a failure, not retried
+    server.script = [reply(200, refusal)]
+    (parsed,) = generate_parsed(m, [ask()], json.loads, retries=2)
+    assert parsed.value is None and parsed.error == "the model refused"
+    assert len(server.requests) == 2
+    server.script = [reply(200, refusal)]
+    (scores,) = m.next_token_logprobs([ask()], ["safe", "unsafe"])
+    assert scores.logprobs is None and "the model refused" in (scores.error or "")
+    server.script = [reply(200, completion("fine"))]
+    (ok,) = m.generate([ask()])
+    assert ok.text == "fine" and not ok.refused
 
 
 def test_client_errors_are_not_retried(

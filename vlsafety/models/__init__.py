@@ -30,6 +30,7 @@ from vlsafety.models._spec import (
     resolve_panel,
 )
 from vlsafety.models._types import (
+    REFUSAL,
     ChatMessage,
     ChatModel,
     ChatRequest,
@@ -49,6 +50,7 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_REFUSAL_PHRASES",
     "GUARD_STYLES",
+    "REFUSAL",
     "ROLES",
     "ChatMessage",
     "ChatModel",

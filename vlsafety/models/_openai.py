@@ -25,6 +25,7 @@ from vlsafety.models._batching import error_text
 from vlsafety.models._images import to_data_url
 from vlsafety.models._spec import ModelSpec
 from vlsafety.models._types import (
+    REFUSAL,
     ChatRequest,
     ChatResult,
     NextTokenScores,
@@ -101,10 +102,11 @@ def parse_completion(data: Any) -> ChatResult:
     if not isinstance(message, Mapping):
         raise _PermanentError("choices[0].message is not an object")
     content = message.get("content")
+    refusal = message.get("refusal")
+    if refusal:
+        # A refusal is the model's answer (judged and counted as a response), not an error.
+        return ChatResult(str(refusal), finish_reason=REFUSAL)
     if content is None:
-        refusal = message.get("refusal")
-        if refusal:
-            raise _PermanentError(f"the model refused: {str(refusal)[:200]}")
         raise _PermanentError("response has no choices[0].message.content")
     if not isinstance(content, str):
         raise _PermanentError("choices[0].message.content is not a string")
@@ -251,6 +253,9 @@ class OpenAIChatModel:
         for res in results:
             if res.error is not None:
                 out.append(NextTokenScores(None, error=res.error))
+                continue
+            if res.refused:
+                out.append(NextTokenScores(None, error=f"the model refused: {res.text}"[:240]))
                 continue
             if not res.logprobs:
                 out.append(NextTokenScores(None, error="endpoint returned no logprobs"))

@@ -55,10 +55,10 @@ def generate_parsed(
         results = chat.generate([current[i] for i in pending])
         still: list[int] = []
         for i, res in zip(pending, results, strict=True):
-            if res.error is not None or res.text is None:
-                out[i] = ParsedAnswer(
-                    None, res.text, error=res.error or "no text", attempts=attempt
-                )
+            if res.error is not None or res.text is None or res.refused:
+                # A refusal has no content to parse: a failure here, not retried.
+                error = res.error or ("the model refused" if res.refused else "no text")
+                out[i] = ParsedAnswer(None, res.text, error=error, attempts=attempt)
                 continue
             try:
                 value = parse(res.text)

@@ -134,14 +134,30 @@ class TokenLogprob:
         return {"token": self.token, "logprob": self.logprob, "top": [list(t) for t in self.top]}
 
 
+#: ``ChatResult.finish_reason`` of an answer the backend marked as a refusal (e.g. the
+#: ``refusal`` field of an OpenAI-compatible message): ``text`` holds the refusal message.
+REFUSAL = "refusal"
+
+
 @dataclass(frozen=True)
 class ChatResult:
-    """Outcome of one request: ``text`` or ``error`` (never both None)."""
+    """Outcome of one request: ``text`` or ``error`` (never both None).
+
+    A refusal is an answer, not an error: ``text`` is the refusal message and
+    ``finish_reason`` is :data:`REFUSAL`, so a victim's refusal is judged and counted.
+    Stages that need content from the model (generation, parsing) treat it as a failure
+    (:attr:`refused`).
+    """
 
     text: str | None
     logprobs: tuple[TokenLogprob, ...] | None = None
     error: str | None = None
     finish_reason: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        """The backend marked this answer as a refusal."""
+        return self.finish_reason == REFUSAL
 
     def logprobs_json(self) -> str | None:
         if self.logprobs is None:

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
 from vlsafety.config import Config
+from vlsafety.judges import DEFAULT_MIN_TOKEN_MASS
 from vlsafety.lake import Lake
 from vlsafety.pipeline._runner import StageResult, run_stage
 from vlsafety.tracking import RunRecorder, track
 
-__all__ = ["BUILD_STAGES", "BuildResult", "Models", "build", "load_models"]
+__all__ = ["BUILD_STAGES", "BuildResult", "Models", "build", "load_models", "score_current"]
 
 BUILD_STAGES = (
     "ingest",
@@ -160,6 +162,59 @@ def with_benchmark_source(table: pa.Table, pool: pa.Table) -> pa.Table:
     return table.append_column("source", source)
 
 
+@contextmanager
+def score_current(
+    lake: Lake,
+    candidates: Any,
+    embeddings: Any,
+    models: Models,
+    *,
+    harmful_threshold: float,
+    missing: str,
+    min_token_mass: float = DEFAULT_MIN_TOKEN_MASS,
+) -> Iterator[tuple[Any, Any]]:
+    """The score stage on the lake's current rows: the victims' current responses and the
+    panel's judgments of them (and the evaluator's scores) through
+    :func:`vlsafety.pipeline._score.score_frames`. Yields (scored, rejects); the current
+    responses stay persisted inside the block (the judgments and the missing-response
+    check both read them), so write both outputs there."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from vlsafety.pipeline._model_stages import current_judgments, current_responses
+    from vlsafety.pipeline._score import score_frames
+
+    resp = current_responses(lake.read("responses"), candidates, models.victims)
+    resp = resp.select("request_key", "candidate_id", "model_id", "text").persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+    try:
+        judg = current_judgments(lake.read("judgments"), candidates, resp, models.judges)
+        elite = None
+        if models.evaluator is not None and lake.exists("elite_judgments"):
+            elite = current_judgments(
+                lake.read("elite_judgments"),
+                candidates,
+                resp,
+                [models.evaluator],
+                task="elite_judge",
+                min_token_mass=min_token_mass,
+            ).select("candidate_id", "model_id", F.col("score").cast("double"))
+        yield score_frames(
+            candidates,
+            resp,
+            judg,
+            embeddings,
+            victims=[s.id for s in models.victims],
+            judges=[s.id for s in models.judges],
+            harmful_threshold=harmful_threshold,
+            missing=missing,
+            elite=elite,
+        )
+    finally:
+        resp.unpersist()
+
+
 class _Build:
     def __init__(self, cfg: Config, lake: Lake, models: Models) -> None:
         self.cfg = cfg
@@ -229,7 +284,9 @@ class _Build:
 
         if len(self.models.judges) < 3:
             raise ValueError(f"models.judges: need N_J >= 3 judges, got {len(self.models.judges)}")
-        n_resp = current_responses(self.lake, self._candidates(), self.models.victims).count()
+        n_resp = current_responses(
+            self.lake.read("responses"), self._candidates(), self.models.victims
+        ).count()
         n = n_resp * (len(self.models.judges) + (1 if self.models.evaluator else 0))
         got = judge_responses(
             self.lake,
@@ -244,42 +301,40 @@ class _Build:
     def score(self, rec: RunRecorder) -> dict[str, Any]:
         from pyspark.sql import functions as F
 
-        from vlsafety.pipeline._score import score_frames
-
         cands = self._candidates()
         embedder = self.models.embedder
         emb = self.lake.read("candidate_embeddings").where(F.col("model_id") == embedder.id)
         emb = emb.dropDuplicates(["candidate_id"])
-        judgments = self.lake.read("judgments")
-        elite = None
-        if self.models.evaluator is not None and self.lake.exists("elite_judgments"):
-            elite = (
-                self.lake.read("elite_judgments")
-                .where(F.col("judge_id") == self.models.evaluator.id)
-                .select("candidate_id", "model_id", "score")
-            )
-        scored, rejects = score_frames(
+        with score_current(
+            self.lake,
             cands,
-            judgments,
             emb,
-            victims=[s.id for s in self.models.victims],
-            judges=[s.id for s in self.models.judges],
+            self.models,
             harmful_threshold=self.cfg.build.harmful_threshold,
-            elite=elite,
-        )
-        panel = json.dumps(
-            {
-                "victims": [s.id for s in self.models.victims],
-                "judges": [s.id for s in self.models.judges],
-            }
-        )
-        scored = scored.withColumn("panel", F.lit(panel))
-        self.lake.write(scored, "scored", "overwrite", keys=["candidate_id"])
-        n_out = self.lake.read("scored").count()
-        n_bad = rejects.count()
-        if n_bad:
-            _write_rejects(self.lake, rejects)
-        return {"rows_in": cands.count(), "rows_out": n_out, "rejected": n_bad}
+            missing=self.cfg.score.missing,
+            min_token_mass=self.cfg.judges.elite.min_token_mass,
+        ) as (scored, rejects):
+            panel = json.dumps(
+                {
+                    "victims": [s.id for s in self.models.victims],
+                    "judges": [s.id for s in self.models.judges],
+                }
+            )
+            scored = scored.withColumn("panel", F.lit(panel))
+            self.lake.write(scored, "scored", "overwrite", keys=["candidate_id"])
+            n_bad = rejects.count()
+            if n_bad:
+                _write_rejects(self.lake, rejects)
+        written = self.lake.read("scored")
+        n_out = written.count()
+        missing_cells = written.agg(F.sum("n_missing")).collect()[0][0] or 0
+        return {
+            "rows_in": cands.count(),
+            "rows_out": n_out,
+            "rejected": n_bad,
+            "missing_cells": int(missing_cells),
+            "missing_policy": self.cfg.score.missing,
+        }
 
     def select(self, rec: RunRecorder) -> dict[str, Any]:
 

@@ -11,7 +11,8 @@ Tables (all keyed by ``request_key``):
 
 * ``candidate_embeddings`` — candidate_id, model_id, embedding (joint image-text CLIP
   embedding; text or image alone when the candidate lacks the other);
-* ``responses`` — candidate_id, model_id, text, … : one victim model's answer;
+* ``responses`` — candidate_id, model_id, text, finish_reason, … : one victim model's
+  answer (a backend refusal is an answer with ``finish_reason`` ``refusal``);
 * ``judgments`` — candidate_id, model_id (victim), judge_id, p_unsafe, parse_error, raw;
 * ``elite_judgments`` — candidate_id, model_id, judge_id, refused, toxicity, convincing,
   specific, score (ELITE 0–25), parse_error, raw, judge_mode (``json-fallback`` where
@@ -19,6 +20,11 @@ Tables (all keyed by ``request_key``):
 
 A request whose model call failed is not merged (a rerun retries it) and is counted as
 rejected; it lands in ``<table>_errors`` with its error text.
+
+The tables keep every answer ever computed. Which rows count is decided by the current
+config: :func:`current_responses` and :func:`current_judgments` recompute the keys the
+stages would request now and keep only those rows, so after a prompt, sampling or judge
+change the old rows stay cached (a revert reuses them) but are never mixed in.
 """
 
 from __future__ import annotations
@@ -34,9 +40,13 @@ from vlsafety.lake import Lake
 from vlsafety.models import ModelSpec
 
 __all__ = [
+    "JUDGE_TABLES",
+    "current_judgments",
+    "current_responses",
     "embed_candidates",
     "judge_responses",
     "respond",
+    "response_requests",
 ]
 
 
@@ -81,15 +91,70 @@ def _messages(text: str | None) -> str:
     return json.dumps([{"role": "user", "content": text or ""}], ensure_ascii=False)
 
 
-def respond(
-    lake: Lake, candidates: Any, victims: Sequence[ModelSpec], *, max_tokens: int | None = None
-) -> dict[str, int]:
-    """Each victim model answers each candidate (image + question) into ``responses``."""
+#: The request fields a response's key hashes besides the model (and the sampling).
+RESPONSE_KEY_COLUMNS = ("candidate_id", "messages_json", "image_id")
+#: The request fields a judgment's key hashes besides the judge.
+JUDGMENT_KEY_COLUMNS = ("response_key", "prompt", "response", "image_id")
+
+
+def _sampling(spec: ModelSpec, max_tokens: int | None) -> Any:
+    from vlsafety.models import SamplingParams
+
+    return SamplingParams.from_spec(spec, **({"max_tokens": max_tokens} if max_tokens else {}))
+
+
+def _current_keys(
+    df: Any, specs: Sequence[ModelSpec], task: str, constants: Sequence[dict[str, Any]]
+) -> Any:
+    """One ``request_key`` row per (row of ``df``, spec): the key each spec's request for
+    the row has now. One pandas UDF for all specs (not one per spec: the plans that use
+    these keys stay small)."""
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
-    from vlsafety.inference import add_request_key, run_cached
-    from vlsafety.models import SamplingParams
+    from vlsafety.inference import request_key
+
+    cols = list(RESPONSE_KEY_COLUMNS if task == "chat" else JUDGMENT_KEY_COLUMNS)
+    pairs = list(zip(specs, constants, strict=True))
+
+    @pandas_udf("array<string>")  # type: ignore[call-overload]
+    def keys(rows: pd.DataFrame) -> pd.Series:
+        records = rows[cols].to_dict("records")
+        return pd.Series(
+            [
+                [
+                    request_key(spec, task, **{str(k): v for k, v in r.items()}, **c)
+                    for spec, c in pairs
+                ]
+                for r in records
+            ]
+        )
+
+    return df.select(F.explode(keys(F.struct(*[F.col(c) for c in cols]))).alias("request_key"))
+
+
+def response_requests(
+    candidates: Any, spec: ModelSpec, *, max_tokens: int | None = None
+) -> tuple[Any, Any]:
+    """``spec``'s chat requests for ``candidates``, keyed (``request_key``), and their
+    sampling parameters. The key hashes the model, the messages, the image id and the
+    sampling, so a changed prompt or sampling config gives new keys."""
+    from vlsafety.inference import add_request_key
+
+    sampling = _sampling(spec, max_tokens)
+    keyed = add_request_key(
+        _chat_requests(candidates),
+        spec,
+        "chat",
+        list(RESPONSE_KEY_COLUMNS),
+        constants={"sampling": _sampling_dict(sampling)},
+    )
+    return keyed, sampling
+
+
+def _chat_requests(candidates: Any) -> Any:
+    from pyspark.sql import functions as F
+    from pyspark.sql.functions import pandas_udf
 
     # A pandas UDF, not F.udf: pyspark 4.2's Arrow-optimized Python UDF hangs when it
     # reads a vectorized parquet scan directly (the requests no longer pass a join first).
@@ -97,26 +162,25 @@ def respond(
     def to_messages(text: pd.Series) -> pd.Series:
         return text.map(_messages)
 
-    reqs = candidates.select(
+    return candidates.select(
         F.col("candidate_id"),
         F.col("candidate_id").alias("request_id"),
         "image_id",
         F.col("text").alias("prompt"),
         to_messages("text").alias("messages_json"),
     )
+
+
+def respond(
+    lake: Lake, candidates: Any, victims: Sequence[ModelSpec], *, max_tokens: int | None = None
+) -> dict[str, int]:
+    """Each victim model answers each candidate (image + question) into ``responses``."""
+    from vlsafety.inference import run_cached
+
     images = _images(lake)
     computed = failed = 0
     for spec in victims:
-        sampling = SamplingParams.from_spec(
-            spec, **({"max_tokens": max_tokens} if max_tokens else {})
-        )
-        keyed = add_request_key(
-            reqs,
-            spec,
-            "chat",
-            ["candidate_id", "messages_json", "image_id"],
-            constants={"sampling": _sampling_dict(sampling)},
-        )
+        keyed, sampling = response_requests(candidates, spec, max_tokens=max_tokens)
         done = run_cached(
             lake,
             "responses",
@@ -138,15 +202,95 @@ def _sampling_dict(s: Any) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(s).items()}
 
 
-def current_responses(lake: Lake, candidates: Any, victims: Sequence[ModelSpec]) -> Any:
-    """The latest response of each (candidate, victim) among ``candidates``."""
+def current_responses(
+    responses: Any,
+    candidates: Any,
+    victims: Sequence[ModelSpec],
+    *,
+    max_tokens: int | None = None,
+) -> Any:
+    """The responses of ``victims`` to ``candidates`` under the current config.
+
+    ``responses`` is the ``responses`` table, which keeps every answer ever computed
+    (keyed by ``request_key``). The one that counts for a (candidate, model) is the one
+    whose key is the key :func:`respond` would ask for now — the same model, messages,
+    image and sampling — so after a prompt or sampling change the old answers are never
+    mixed in, and a (candidate, model) whose current request failed has no row. At most
+    one row per (candidate, model).
+    """
+    if not victims:
+        raise ValueError("current_responses: no victim models")
+    consts = [{"sampling": _sampling_dict(_sampling(spec, max_tokens))} for spec in victims]
+    keys = _current_keys(_chat_requests(candidates), victims, "chat", consts)
+    return responses.join(keys, "request_key", "left_semi")
+
+
+#: The judgment table of each judge task.
+JUDGE_TABLES = {"guard": "judgments", "elite_judge": "elite_judgments"}
+
+
+def _judge_items(candidates: Any, responses: Any) -> Any:
+    """What a judge sees of each current response: ids, prompt, response, image id."""
     from pyspark.sql import functions as F
 
-    ids = [s.id for s in victims]
-    resp = lake.read("responses").where(F.col("model_id").isin(ids))
-    return resp.join(candidates.select("candidate_id"), "candidate_id", "left_semi").dropDuplicates(
-        ["candidate_id", "model_id"]
+    resp = responses.select(
+        "candidate_id",
+        "model_id",
+        F.col("request_key").alias("response_key"),
+        F.col("text").alias("response"),
     )
+    items = resp.join(
+        candidates.select("candidate_id", "image_id", F.col("text").alias("prompt")), "candidate_id"
+    )
+    items = items.withColumn("request_id", F.col("response_key"))
+    items = items.withColumn("prompt", F.coalesce("prompt", F.lit("")))
+    return items.withColumn("response", F.coalesce("response", F.lit("")))
+
+
+def _judge_constants(spec: ModelSpec, task: str, min_token_mass: float) -> dict[str, Any]:
+    """What else a judge request's key hashes: in log-probability mode the ELITE
+    evaluator's ``min_token_mass`` decides which answers are read from the log-probs (so
+    it is part of the key there, and only there: json answers do not depend on it)."""
+    if task == "elite_judge" and resolve_judge_mode(spec.backend) == "logprobs":
+        return {"min_token_mass": float(min_token_mass)}
+    return {}
+
+
+def _judge_requests(
+    items: Any, spec: ModelSpec, task: str, *, min_token_mass: float = DEFAULT_MIN_TOKEN_MASS
+) -> Any:
+    from vlsafety.inference import add_request_key
+
+    constants = _judge_constants(spec, task, min_token_mass)
+    return add_request_key(
+        items, spec, task, list(JUDGMENT_KEY_COLUMNS), constants=constants or None
+    )
+
+
+def current_judgments(
+    judgments: Any,
+    candidates: Any,
+    responses: Any,
+    judges: Sequence[ModelSpec],
+    *,
+    task: str = "guard",
+    min_token_mass: float = DEFAULT_MIN_TOKEN_MASS,
+) -> Any:
+    """The judgments by ``judges`` of the current ``responses`` (:func:`current_responses`).
+
+    ``judgments`` is the task's table (:data:`JUDGE_TABLES`). A judgment counts when its
+    key is the one :func:`judge_responses` would ask for now: judgments of stale responses
+    and those of an earlier judge config are left out, so each (candidate, model, judge)
+    has at most one row.
+    """
+    if task not in JUDGE_TABLES:
+        raise ValueError(f"task: must be one of {', '.join(JUDGE_TABLES)}, got {task!r}")
+    if not judges:
+        raise ValueError("current_judgments: no judges")
+    items = _judge_items(candidates, responses)
+    consts = [_judge_constants(spec, task, min_token_mass) for spec in judges]
+    keys = _current_keys(items, judges, task, consts)
+    return judgments.join(keys, "request_key", "left_semi")
 
 
 def judge_responses(
@@ -167,55 +311,28 @@ def judge_responses(
     ``judges.elite.min_token_mass``)."""
     from pyspark.sql import functions as F
 
-    from vlsafety.inference import add_request_key, run_cached
+    from vlsafety.inference import run_cached
 
-    resp = current_responses(lake, candidates, victims).select(
-        "candidate_id",
-        "model_id",
-        F.col("request_key").alias("response_key"),
-        F.col("text").alias("response"),
-    )
-    items = resp.join(
-        candidates.select("candidate_id", "image_id", F.col("text").alias("prompt")), "candidate_id"
-    )
-    items = items.withColumn("request_id", F.col("response_key"))
-    items = items.withColumn("prompt", F.coalesce("prompt", F.lit("")))
-    items = items.withColumn("response", F.coalesce("response", F.lit("")))
+    resp = current_responses(lake.read("responses"), candidates, victims)
+    items = _judge_items(candidates, resp)
     images = _images(lake)
     computed = failed = 0
-    for spec in judges:
-        keyed = add_request_key(
-            items, spec, "guard", ["response_key", "prompt", "response", "image_id"]
-        )
-        done = run_cached(lake, "judgments", keyed, spec, "guard", ["request_key"], images=images)
-        computed += done.computed
-        failed += done.failed
-    counts: dict[str, int] = {}
+    work = [(spec, "guard") for spec in judges]
     if evaluator is not None:
-        # The threshold decides which answers are read from log-probabilities, so it is
-        # part of the key in that mode (and only there: json answers do not depend on it).
-        logprobs = resolve_judge_mode(evaluator.backend) == "logprobs"
-        keyed = add_request_key(
-            items,
-            evaluator,
-            "elite_judge",
-            ["response_key", "prompt", "response", "image_id"],
-            constants={"min_token_mass": float(min_token_mass)} if logprobs else None,
-        )
+        work.append((evaluator, "elite_judge"))
+    counts: dict[str, int] = {}
+    for spec, task in work:
+        keyed = _judge_requests(items, spec, task, min_token_mass=min_token_mass)
+        extra: dict[str, Any] = {"min_token_mass": min_token_mass} if task == "elite_judge" else {}
         done = run_cached(
-            lake,
-            "elite_judgments",
-            keyed,
-            evaluator,
-            "elite_judge",
-            ["request_key"],
-            images=images,
-            min_token_mass=min_token_mass,
+            lake, JUDGE_TABLES[task], keyed, spec, task, ["request_key"], images=images, **extra
         )
         computed += done.computed
         failed += done.failed
+        if task != "elite_judge":
+            continue
         fallback = 0
-        if logprobs and lake.exists("elite_judgments"):
+        if _judge_constants(spec, task, min_token_mass) and lake.exists("elite_judgments"):
             fallback = (
                 lake.read("elite_judgments")
                 .where(F.col("judge_mode") == FALLBACK_MODE)

@@ -49,9 +49,13 @@ def _is_name(ref: str) -> bool:
 
 
 def _harmful(bench: pd.DataFrame) -> np.ndarray | None:
+    """The panel's 0/1 flags, or None when absent or incomplete (an unjudged model under
+    ``score.missing: exclude`` has no flag, and these figures need a full panel)."""
     if "harmful" not in bench.columns or bench["harmful"].isna().any() or bench.empty:
         return None
-    return np.asarray([list(v) for v in bench["harmful"]], dtype=float)
+    rows = [[np.nan if x is None else x for x in v] for v in bench["harmful"]]
+    flags = np.asarray(rows, dtype=float)
+    return None if np.isnan(flags).any() else flags
 
 
 def report_data(

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from vlsafety.config import Config
 from vlsafety.lake import Lake
-from vlsafety.pipeline._build import load_models
+from vlsafety.pipeline._build import _write_rejects, load_models, score_current
 from vlsafety.pipeline._runner import run_stage
 from vlsafety.tracking import RunRecorder, track
 
@@ -76,13 +76,15 @@ def _project(table: pa.Table) -> pa.Table:
     return pa.table(cols, names=names)
 
 
-def _quality(harmful: list[list[bool]], victims: list[str]) -> dict[str, float]:
+def _quality(harmful: list[list[bool | None]], victims: list[str]) -> dict[str, float]:
     from vlsafety.metrics import benchmark_quality
 
-    flags = np.asarray(harmful, dtype=float)
+    # None: the model's response had no judgment (score.missing: exclude) — not a 0.
+    flags = np.asarray([[np.nan if v is None else v for v in row] for row in harmful], dtype=float)
     if flags.size == 0:
         return {}
-    asr = flags.mean(axis=0)
+    with np.errstate(invalid="ignore"):
+        asr = np.nanmean(flags, axis=0)
     return benchmark_quality(dict(zip(victims, asr.tolist(), strict=True)))
 
 
@@ -101,7 +103,6 @@ def update(
     from pyspark.sql import functions as F
 
     from vlsafety.pipeline._model_stages import embed_candidates, judge_responses, respond
-    from vlsafety.pipeline._score import score_frames
     from vlsafety.selection import update_benchmark
     from vlsafety.taxonomy import load_taxonomy
 
@@ -117,7 +118,6 @@ def update(
     taxonomy = load_taxonomy(cfg.select.taxonomy)
     names = taxonomy.names
     victims = [s.id for s in models.victims]
-    judges = [s.id for s in models.judges]
     started = time.perf_counter()
     with track(cfg, command, lake=lake, run_name="update") as rec:
         src = lake.read(benchmark, version=version)
@@ -133,18 +133,28 @@ def update(
         def _score(r: RunRecorder) -> dict[str, Any]:
             embed_candidates(lake, bench, models.embedder)
             respond(lake, bench, models.victims)
-            judge_responses(lake, bench, models.victims, models.judges, models.evaluator)
-            emb = lake.read("candidate_embeddings").where(F.col("model_id") == models.embedder.id)
-            scored, rejects = score_frames(
+            judge_responses(
+                lake,
                 bench,
-                lake.read("judgments"),
-                emb.dropDuplicates(["candidate_id"]),
-                victims=victims,
-                judges=judges,
-                harmful_threshold=cfg.build.harmful_threshold,
+                models.victims,
+                models.judges,
+                models.evaluator,
+                min_token_mass=cfg.judges.elite.min_token_mass,
             )
-            self_scored.append(scored.toPandas())
-            n_bad = rejects.count()
+            emb = lake.read("candidate_embeddings").where(F.col("model_id") == models.embedder.id)
+            with score_current(
+                lake,
+                bench,
+                emb.dropDuplicates(["candidate_id"]),
+                models,
+                harmful_threshold=cfg.build.harmful_threshold,
+                missing=cfg.score.missing,
+                min_token_mass=cfg.judges.elite.min_token_mass,
+            ) as (scored, rejects):
+                self_scored.append(scored.toPandas())
+                n_bad = rejects.count()
+                if n_bad:
+                    _write_rejects(lake, rejects)
             return {"rows_in": n_bench, "rows_out": n_bench - n_bad, "rejected": n_bad}
 
         self_scored: list[Any] = []

@@ -153,7 +153,7 @@ def verifier_callable(verifier: Any) -> Answerer:
                     for r in reqs
                 ]
             )
-            return [res.text if res.error is None else None for res in results]
+            return [res.text if res.error is None and not res.refused else None for res in results]
 
         return via_model
     if callable(verifier):

@@ -4,6 +4,8 @@
   parts :func:`delta_entropy` (Eq. 3) and :func:`cosine_distance` (Eq. 4);
 * Algorithm 1: :func:`greedy_select` (exact and fast; numpy or torch/CUDA) and
   :func:`reference_greedy_select` (the straightforward loop it is tested against);
+* panel figures (p_h, C_harm, harmful flags) from judge probabilities with an explicit
+  missing-cell policy: :func:`panel_scores`;
 * update mode: :func:`update_benchmark`; ELITE mode: :func:`elite_filter`;
 * analyses: :func:`weight_sweep`, :func:`split_panel`, :func:`holdout_quality`;
 * the CLI adapter :func:`select_table`.
@@ -32,6 +34,7 @@ from vlsafety.selection._greedy import (
     greedy_select,
     reference_greedy_select,
 )
+from vlsafety.selection._panel import MISSING_POLICIES, MissingPolicy, PanelScores, panel_scores
 from vlsafety.selection._sweep import holdout_quality, split_panel, weight_sweep
 from vlsafety.selection._table import OUTPUT_COLUMNS, select_table
 from vlsafety.selection._update import UpdateResult, benchmark_scores, update_benchmark
@@ -40,9 +43,12 @@ __all__ = [
     "BELOW_THRESHOLD",
     "CATEGORY_CAP",
     "DEFAULT_WEIGHTS",
+    "MISSING_POLICIES",
     "OUTPUT_COLUMNS",
     "SOURCE_SHARE",
     "FilterResult",
+    "MissingPolicy",
+    "PanelScores",
     "SelectionResult",
     "UpdateResult",
     "benchmark_scores",
@@ -54,6 +60,7 @@ __all__ = [
     "greedy_select",
     "harmfulness",
     "holdout_quality",
+    "panel_scores",
     "quantize_embeddings",
     "reference_greedy_select",
     "select_table",
