@@ -46,7 +46,7 @@ from vlsafety.generate._options import GenerateOptions
 from vlsafety.generate._schema import CANDIDATE_COLUMNS, CANDIDATE_SCHEMA, Candidate, PoolSample
 from vlsafety.ingest._images import phash_to_int64, read_image_header
 from vlsafety.ingest._records import REJECT_COLUMNS, Reject, reject_id_of
-from vlsafety.ingest._stage import IMAGE_COLUMNS
+from vlsafety.ingest._stage import IMAGE_COLUMNS, fit_images_schema
 from vlsafety.ingest._stage import OUTPUT_SCHEMA as _INGEST_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ def image_row(data: bytes) -> dict[str, Any]:
         "phash": None if header.phash is None else phash_to_int64(header.phash),
         "phash_hex": None if header.phash is None else f"{header.phash:016x}",
         "decode_error": header.decode_error,
+        "phash_fine": header.phash_fine,
     }
 
 
@@ -288,7 +289,9 @@ def write_outputs(lake: Lake, out: DataFrame, counts: dict[str, int]) -> None:
         else:
             counts["candidates"] += int(row["n"])
     if counts["images"]:
-        counts["images_version"] = lake.write(images, "images", "merge", keys=["image_id"])
+        counts["images_version"] = lake.write(
+            fit_images_schema(lake, images), "images", "merge", keys=["image_id"]
+        )
     if counts["reject_rows"]:
         counts["rejects_version"] = lake.write(rejects, "rejects", "merge", keys=["reject_id"])
     if counts["candidates"]:

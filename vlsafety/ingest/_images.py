@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "LOAD_ERRORS",
     "ImageHeader",
+    "fine_hash",
     "hamming",
     "open_image_header",
     "perceptual_hash",
@@ -95,6 +96,15 @@ def perceptual_hash(image: Image.Image) -> int:
     return value
 
 
+def fine_hash(image: Image.Image) -> bytes:
+    """256-bit pHash (16×16 DCT of a 64×64 thumbnail), 32 bytes. It verifies 64-bit
+    candidates: distinct images that collide in 64 bits rarely stay close in 256."""
+    import imagehash
+
+    bits = imagehash.phash(image, hash_size=16).hash.flatten().astype(np.uint8)
+    return np.packbits(bits).tobytes()
+
+
 def phash_to_int64(value: int) -> int:
     """Unsigned 64-bit → signed int64 (same bits), for Spark LongType columns."""
     return value - (1 << 64) if value >= (1 << 63) else value
@@ -123,6 +133,8 @@ class ImageHeader:
     exif_orientation: int | None
     phash: int | None  # unsigned 64-bit
     decode_error: str | None
+    #: 256-bit hash (:func:`fine_hash`) of the same displayed first frame
+    phash_fine: bytes | None = None
 
 
 def _orientation(im: Image.Image) -> int | None:
@@ -153,6 +165,7 @@ def read_image_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
         n_frames = None
     orientation: int | None = None
     phash: int | None = None
+    fine: bytes | None = None
     error: str | None = None
     if width * height > max_pixels:
         # Not even EXIF: Pillow's PNG plugin decodes the whole image to find an eXIf chunk.
@@ -164,6 +177,7 @@ def read_image_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
                 im.load()
                 shown = ImageOps.exif_transpose(im) if orientation not in (None, 1) else im
                 phash = perceptual_hash(shown)
+                fine = fine_hash(shown)
         except LOAD_ERRORS as exc:
             error = f"decode: {type(exc).__name__}: {exc}"
     return ImageHeader(
@@ -175,4 +189,5 @@ def read_image_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
         exif_orientation=orientation,
         phash=phash,
         decode_error=error,
+        phash_fine=fine,
     )

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IMAGE_COLUMNS",
     "RAW_POOL_COLUMNS",
+    "fit_images_schema",
     "ingest_batch",
     "read_image_bytes",
     "records_to_arrow",
@@ -105,6 +106,7 @@ OUTPUT_SCHEMA = pa.schema(
         ("phash", pa.int64()),
         ("phash_hex", pa.string()),
         ("decode_error", pa.string()),
+        ("phash_fine", pa.binary()),
     ]
 )
 
@@ -113,7 +115,7 @@ _OUTPUT_DDL = (
     "image_id string, text string, text_error string, source string, source_ref string, "
     "labels map<string,string>, intent string, bytes binary, size_bytes bigint, width int, "
     "height int, format string, mode string, n_frames int, exif_orientation int, phash bigint, "
-    "phash_hex string, decode_error string"
+    "phash_hex string, decode_error string, phash_fine binary"
 )
 
 #: Columns of the content-addressed ``images`` table (key: image_id).
@@ -130,7 +132,18 @@ IMAGE_COLUMNS: tuple[str, ...] = (
     "phash",
     "phash_hex",
     "decode_error",
+    "phash_fine",
 )
+
+
+def fit_images_schema(lake: Lake, images: DataFrame) -> DataFrame:
+    """``images`` rows as the lake's ``images`` table takes them: a table written before
+    the ``phash_fine`` column keeps its schema (preprocess then checks those images from
+    their bytes, as it always did)."""
+    if lake.exists("images") and "phash_fine" not in lake.schema("images").names:
+        return images.drop("phash_fine")
+    return images
+
 
 #: Columns of ``raw_pool`` (key: sample_id).
 RAW_POOL_COLUMNS: tuple[str, ...] = (
@@ -315,6 +328,7 @@ def ingest_batch(
             phash=None if header.phash is None else phash_to_int64(header.phash),
             phash_hex=None if header.phash is None else f"{header.phash:016x}",
             decode_error=header.decode_error,
+            phash_fine=header.phash_fine,
             **base,
         )
     return pa.RecordBatch.from_pydict(
@@ -488,7 +502,9 @@ def run_ingest(
             )
             reject_frames.append(task_rejects)
             if counts["images"]:
-                counts["images_version"] = lake.write(images, "images", "merge", keys=["image_id"])
+                counts["images_version"] = lake.write(
+                    fit_images_schema(lake, images), "images", "merge", keys=["image_id"]
+                )
             if counts["samples"]:
                 counts["raw_pool_version"] = lake.write(
                     ok.select(*RAW_POOL_COLUMNS), "raw_pool", "merge", keys=["sample_id"]

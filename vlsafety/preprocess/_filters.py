@@ -33,6 +33,7 @@ from PIL import Image, ImageOps
 
 from vlsafety.ingest import (
     LOAD_ERRORS,
+    fine_hash,
     image_id_of,
     open_image_header,
     perceptual_hash,
@@ -95,15 +96,6 @@ class ImageCheck:
 
 def _reject(reason: str, detail: str) -> ImageCheck:
     return ImageCheck(reason, detail)
-
-
-def fine_hash(image: Image.Image) -> bytes:
-    """256-bit pHash (16×16 DCT of a 64×64 thumbnail), 32 bytes. It verifies 64-bit
-    candidates: distinct images that collide in 64 bits rarely stay close in 256."""
-    import imagehash
-
-    bits = imagehash.phash(image, hash_size=16).hash.flatten().astype(np.uint8)
-    return np.packbits(bits).tobytes()
 
 
 def _alpha_is_opaque(alpha: Image.Image) -> bool:

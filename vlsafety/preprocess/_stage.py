@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from vlsafety.ingest import IMAGE_TEXT_LABEL, phash_to_int64, reject_id_of
+from vlsafety.ingest._stage import fit_images_schema
 from vlsafety.lake import Scratch
 from vlsafety.preprocess._categorize import (
     VerifierRequest,
@@ -164,7 +165,7 @@ def check_batch(batch: pa.RecordBatch, options: PreprocessOptions) -> pa.RecordB
             "detail": c.detail,
             "norm_image_id": c.image_id,
             "changed": c.changed,
-            "data": c.data,
+            "data": c.data if c.changed else None,  # unchanged: the stored bytes
             "width": c.width,
             "height": c.height,
             "mode": c.mode,
@@ -736,15 +737,90 @@ class _Run:
 
     # 1. image checks on executors, once per distinct image
     def check_images(self, pending: DataFrame) -> DataFrame:
+        """One check row per distinct image of ``pending`` (:data:`_CHECK_DDL`; ``data``
+        only where normalization changed the image).
+
+        An image whose ingest facts settle the check — decoded in full without error,
+        RGB or L, one frame, no EXIF rotation, within the pixel cap and the minimum side,
+        both perceptual hashes recorded — passes unchanged from those facts alone: its
+        bytes are neither read nor decoded again (ingest decoded it with the same code).
+        Every other image is checked from its bytes in tasks (:func:`check_image`)."""
         from pyspark.sql import functions as F
 
+        o = self.options
         need = pending.select("image_id").where(F.col("image_id").isNotNull()).distinct()
-        images = self.lake.read("images").select("image_id", "bytes")
-        return self.persist(
-            need.join(images, "image_id", "left")
-            .repartition(self.parts)
-            .mapInArrow(functools.partial(_check_partition, options=self.options), _CHECK_DDL)
+        images = self.lake.read("images")
+        if "phash_fine" in images.columns:
+            rotated = F.coalesce(F.col("exif_orientation"), F.lit(1)).between(2, 8)
+            settled = (
+                F.col("decode_error").isNull()
+                & F.col("phash").isNotNull()
+                & (F.length("phash_fine") == 32)
+                & F.col("mode").isin("RGB", "L")
+                & (F.col("n_frames") == 1)
+                & ~rotated
+                & (F.col("width").cast("long") * F.col("height").cast("long") <= o.max_pixels)
+                & (F.least("width", "height") >= o.min_side)
+            )
+            fine = F.col("phash_fine")
+        else:  # an images table written before the column: every image from its bytes
+            settled = F.lit(False)
+            fine = F.lit(None).cast("binary")
+        facts = need.join(
+            images.select(
+                "image_id",
+                F.coalesce(settled, F.lit(False)).alias("_settled"),
+                "width",
+                "height",
+                "mode",
+                "n_frames",
+                "phash",
+                fine.alias("phash_fine"),
+            ),
+            "image_id",
+            "left",
         )
+        quick = facts.filter(F.col("_settled")).select(
+            "image_id",
+            F.lit(None).cast("string").alias("reason"),
+            F.lit("").alias("detail"),
+            F.col("image_id").alias("norm_image_id"),
+            F.lit(False).alias("changed"),
+            F.lit(None).cast("binary").alias("data"),
+            "width",
+            "height",
+            "mode",
+            "n_frames",
+            F.lit(None).cast("string").alias("normalization"),
+            "phash",
+            "phash_fine",
+        )
+        rest = facts.filter(~F.coalesce(F.col("_settled"), F.lit(False))).select("image_id")
+        slow = (
+            rest.join(images.select("image_id", "bytes"), "image_id", "left")
+            .repartition(self.parts)
+            .mapInArrow(functools.partial(_check_partition, options=o), _CHECK_DDL)
+        )
+        return self.persist(quick.unionByName(slow))
+
+    def image_bytes(self, checked: DataFrame) -> DataFrame:
+        """``image_id, image``: the bytes of each usable checked image under its
+        normalized id (the normalized bytes, or the stored ones when unchanged)."""
+        from pyspark.sql import functions as F
+
+        usable = checked.filter(F.col("reason").isNull())
+        changed = usable.filter(F.col("changed")).select(
+            F.col("norm_image_id").alias("image_id"), F.col("data").alias("image")
+        )
+        stored = (
+            usable.filter(~F.col("changed"))
+            .select(F.col("norm_image_id").alias("image_id"))
+            .join(
+                self.lake.read("images").select("image_id", F.col("bytes").alias("image")),
+                "image_id",
+            )
+        )
+        return changed.unionByName(stored).dropDuplicates(["image_id"])
 
     # 2. filters and dedup keys
     def screen(self, pending: DataFrame, checked: DataFrame) -> DataFrame:
@@ -907,11 +983,7 @@ class _Run:
                 stacklevel=3,
             )
             return None
-        images = (
-            checked.select("norm_image_id", F.col("data").alias("image"))
-            .dropDuplicates(["norm_image_id"])
-            .withColumnRenamed("norm_image_id", "image_id")
-        )
+        images = self.image_bytes(checked)
         req = live.select("sample_id", "image_id", "text").join(images, "image_id", "left")
         if is_spec(self.embedder):
             from vlsafety.inference import run_inference
@@ -1086,11 +1158,7 @@ class _Run:
         )
         votes = self.persist(votes)
         if ask:
-            images = (
-                checked.select("norm_image_id", F.col("data").alias("image"))
-                .dropDuplicates(["norm_image_id"])
-                .withColumnRenamed("norm_image_id", "image_id")
-            )
+            images = self.image_bytes(checked)
             req = (
                 votes.select("sample_id", "verifier_question")
                 .join(rows.select("sample_id", "image_id"), "sample_id")
@@ -1200,12 +1268,13 @@ class _Run:
                 "phash",
                 F.lower(F.lpad(F.hex(F.col("phash")), 16, "0")).alias("phash_hex"),
                 F.lit(None).cast("string").alias("decode_error"),
+                "phash_fine",
             )
             .dropDuplicates(["image_id"])
         )
         if normalized.limit(1).count():
             self.counts["images_version"] = self.lake.write(
-                normalized, "images", "merge", keys=["image_id"]
+                fit_images_schema(self.lake, normalized), "images", "merge", keys=["image_id"]
             )
         if self.counts["kept"]:
             if self.lake.exists("pool") and "intent" not in self.lake.schema("pool").names:
