@@ -23,7 +23,7 @@ from vlsafety.selection._greedy import _prepare
 from .algorithm1 import Reference, algorithm1, check_engine, entropy, score_tolerance
 from .pools import Pool, cases, make_pool, run_case
 
-ENGINES = ["numpy", "cpu", "reference", "blocked"]
+ENGINES = ["numpy", "cpu", "cpu-small-blocks", "reference", "blocked"]
 
 
 def _select(engine: str, pool: Pool, kwargs: dict[str, Any]) -> Any:
@@ -32,6 +32,11 @@ def _select(engine: str, pool: Pool, kwargs: dict[str, Any]) -> Any:
         return reference_greedy_select(*args, **kwargs)
     if engine == "blocked":  # not dispatched yet (see _blocked.py); small blocks: many of them
         return blocked_engine(_prepare(*args, **{"initial": None, **kwargs}), block=4)
+    if engine == "cpu-small-blocks":  # the torch engine with many blocks and tiny top sets
+        pytest.importorskip("torch")
+        from vlsafety.selection._torch import torch_engine
+
+        return torch_engine(_prepare(*args, **{"initial": None, **kwargs}), "cpu", block=3, top=2)
     if engine == "cpu":
         pytest.importorskip("torch")
     return greedy_select(*args, device=engine, **kwargs)

@@ -1,16 +1,22 @@
-"""The torch engine (CUDA on the driver; tested here on CPU) matches the reference."""
+"""The blocked torch engine (CUDA on the driver; tested here on CPU) matches the reference."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vlsafety.selection import greedy_select, reference_greedy_select
+from vlsafety.selection._greedy import _prepare
 
 from .pools import assert_same_picks, cases, make_pool, run_case
 
 torch = pytest.importorskip("torch")
+
+from vlsafety.selection import _torch  # noqa: E402  (needs torch)
 
 
 @pytest.mark.parametrize(
@@ -31,8 +37,53 @@ def test_torch_cpu_engine_equals_reference(
     kwargs = dict(n_categories=4, n_max=n - initial.size, weights=weights, initial=initial)
     args = (pool.sep, pool.harm, pool.category, pool.embedding)
     fast = greedy_select(*args, device="cpu", **kwargs)
-    assert fast.engine == "dense-torch:cpu"
+    assert fast.engine == "blocked-torch:cpu"
     assert_same_picks(reference_greedy_select(*args, **kwargs), fast)
+
+
+@given(case=cases, block=st.integers(1, 9), top=st.integers(1, 12))
+@settings(max_examples=40, deadline=None)
+def test_block_and_top_set_sizes_never_change_the_picks(case: dict, block: int, top: int) -> None:
+    pool, kwargs = run_case(case)
+    args = (pool.sep, pool.harm, pool.category, pool.embedding)
+    result = _torch.torch_engine(_prepare(*args, **kwargs), "cpu", block=block, top=top)
+    assert_same_picks(reference_greedy_select(*args, **kwargs), result)
+
+
+def test_blocks_certify_many_picks_and_refresh_few_rows() -> None:
+    # The blocked design's point: far fewer distances than the dense loop's n per pick.
+    pool = make_pool(8, 3000, n_categories=5, dim=16, clusters=6)
+    args = (pool.sep, pool.harm, pool.category, pool.embedding)
+    kwargs = dict(n_categories=5, n_max=300, weights=(0.5, 0.3, 0.2))
+    result = _torch.torch_engine(_prepare(*args, **kwargs, initial=None), "cpu", block=32, top=256)
+    assert_same_picks(reference_greedy_select(*args, **kwargs), result)
+    assert result.n_distance_evaluations < 3000 * 299 / 4
+
+
+def test_a_device_entropy_term_off_by_one_grid_step_is_caught_on_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The device's ΔH terms are checked against the host's exact ones once per block; a
+    # wrong one (here: every third evaluation one grid step high, in the category that
+    # matters most) truncates the block there and the picks stay the reference's.
+    real = _torch._device_half_gamma_dh_grid
+    calls = [0]
+
+    def off(counts: Any, *rest: Any) -> Any:
+        h = real(counts, *rest)
+        calls[0] += 1
+        if calls[0] % 3 == 0:
+            h = h.clone()
+            h[int(torch.argmin(counts))] += 2.0**-40
+        return h
+
+    monkeypatch.setattr(_torch, "_device_half_gamma_dh_grid", off)
+    pool = make_pool(9, 200, n_categories=4, dim=6, clusters=3)
+    args = (pool.sep, pool.harm, pool.category, pool.embedding)
+    kwargs = dict(n_categories=4, n_max=120, weights=(0.2, 0.2, 0.6))
+    result = _torch.torch_engine(_prepare(*args, **kwargs, initial=None), "cpu", block=8, top=16)
+    assert calls[0] >= 30
+    assert_same_picks(reference_greedy_select(*args, **kwargs), result)
 
 
 def test_torch_engine_accepts_a_torch_device() -> None:
@@ -46,7 +97,7 @@ def test_torch_engine_accepts_a_torch_device() -> None:
         n_max=5,
         device=torch.device("cpu"),
     )
-    assert r.engine == "dense-torch:cpu"
+    assert r.engine == "blocked-torch:cpu"
 
 
 @pytest.mark.parametrize(("device", "match"), [("tpu", "device"), ("not a device", "device")])

@@ -15,7 +15,8 @@ Each step scores every remaining sample with
   against the picks made since each candidate's last refresh — and the per-category
   winners are compared with ``γ/2·ΔH(c)/log K`` added. At 300K × 768 and 4000 picks it
   computes ~3% of the reference's distances;
-* the dense torch engine (:mod:`._torch`) for CUDA, also runnable on CPU.
+* the blocked torch engine (:mod:`._torch`) for CUDA, also runnable on CPU: bounds
+  refreshed per block of picks, exact float64 on a top set, no per-pick host sync.
 """
 
 from __future__ import annotations
@@ -81,10 +82,10 @@ class SelectionResult:
         n_categories: ``K``.
         initial: pool indices that formed ``D_S`` before the first pick.
         engine: which engine ran (``"lazy-numpy"``, ``"reference-numpy"``,
-            ``"dense-torch:<device>"``).
+            ``"blocked-torch:<device>"``).
         seconds: wall time of the selection loop (input validation excluded).
         n_distance_evaluations: cosine distances computed (the engines' work measure).
-        n_refreshes: candidate refreshes (lazy engine; the dense engines report 0).
+        n_refreshes: candidate refreshes (lazy and blocked engines; the reference reports 0).
     """
 
     indices: NDArray[np.int64]
@@ -798,7 +799,7 @@ def greedy_select(
         weights: ``(α, β, γ)``, each >= 0, summing to 1 within 1e-9.
         device: ``None`` — the torch engine on CUDA when available, else the lazy numpy
             engine; ``"numpy"`` — the lazy numpy engine; ``"cpu"``, ``"cuda"``,
-            ``"cuda:1"`` or a ``torch.device`` — the dense torch engine on that device.
+            ``"cuda:1"`` or a ``torch.device`` — the blocked torch engine on that device.
         initial: pool indices already in ``D_S`` before the first pick (update mode); they
             count for ΔH and for the distance term and are never picked.
 
