@@ -20,7 +20,7 @@ blocks of up to ``block`` picks, with one host synchronisation per block:
    position: the lowest pool index on ties) and marks it *certified* when its score beats
    strictly ``max_c r[c] + grid(γ/2·ΔH(c))`` — no sample outside ``S`` can then reach it,
    as a bound only falls within the block. ``ΔH`` is computed on the device from the
-   category counts, with logarithms from a host table.
+   category counts, with ``n·log n`` from a host table.
 4. **Check on the host**, once per block: the picks up to the first uncertified step are
    kept, and only up to the first step whose device ``grid(γ/2·ΔH)`` differs from the
    host's :func:`delta_entropy` (the device sums ``n·log n`` in its own order, so an ulp
@@ -88,23 +88,22 @@ def _grid(x: Any) -> Any:
     return torch.round(x * _GRID_SCALE) * _GRID_UNSCALE
 
 
-def _device_half_gamma_dh_grid(counts: Any, logs: Any, half_gamma: float, norm: float) -> Any:
-    """``grid(γ/2·ΔH(c))`` per category (Eq. 3) on the device, from float64 ``counts``.
+def _device_half_gamma_dh_grid(
+    counts: Any, xlx_table: Any, total: int, half_gamma: float, norm: float
+) -> Any:
+    """``grid(γ/2·ΔH(c))`` per category (Eq. 3) on the device, from int64 ``counts``.
 
-    The formula of :func:`delta_entropy`, one IEEE operation per kernel, with every
-    logarithm read from ``logs`` (``logs[k] = math.log(k)``, ``logs[0] = 0``); only the
-    sum of ``n·log n`` may differ from the host's correctly rounded ``math.fsum`` by an
-    ulp, which the host check catches.
+    The formula of :func:`delta_entropy`, one IEEE operation per kernel: ``n·log n`` is
+    read from ``xlx_table`` (``xlx_table[k] = k·math.log(k)``, 0 for 0, as the host
+    computes it) and the logarithms of the total (``total``, known on the host: one pick
+    per step) are host floats. Only the sum of ``n·log n`` may differ from the host's
+    correctly rounded ``math.fsum`` by an ulp, which the host check catches.
     """
-    idx = counts.long()
-    xlx = counts * logs[idx]
+    xlx = xlx_table.index_select(0, counts)
     s = xlx.sum()
-    total = counts.sum()
-    t_idx = total.long()
-    h_now = logs[t_idx] - s / total  # total >= 1 after the first pick
-    after = (counts + 1.0) * logs[idx + 1]
-    inner = ((s - xlx) + after) / (total + 1.0)
-    gains = ((logs[t_idx + 1] - inner) - h_now) / norm
+    h_now = math.log(total) - s / total  # total >= 1 after the first pick
+    inner = ((s - xlx) + xlx_table.index_select(0, counts + 1)) / (total + 1.0)
+    gains = ((math.log(total + 1.0) - inner) - h_now) / norm
     return _grid(gains * half_gamma)
 
 
@@ -133,9 +132,10 @@ def torch_engine(
     static = torch.from_numpy(prep.static).to(dev)
     cat_np = prep.category
     cat = torch.from_numpy(cat_np).to(dev)
-    logs_np = np.zeros(n + prep.initial.shape[0] + 2)
-    logs_np[1:] = [math.log(x) for x in range(1, logs_np.shape[0])]
-    logs = torch.from_numpy(logs_np).to(dev)
+    # k·log k for every count a category can reach (and one more), as delta_entropy has it.
+    xlx_np = np.zeros(prep.initial.shape[0] + prep.n_max + 2)
+    xlx_np[1:] = [x * math.log(x) for x in map(float, range(1, xlx_np.shape[0]))]
+    xlx_table = torch.from_numpy(xlx_np).to(dev)
     norm = math.log(k)
 
     n_init = int(prep.initial.shape[0])
@@ -207,7 +207,7 @@ def torch_engine(
         r = torch.full((k,), neg_inf, dtype=f64, device=dev)
         r = r.scatter_reduce(0, cat, key.masked_fill(~outside, neg_inf), "amax")
         found = _block_picks(
-            s_idx, steps, q, static, cat, mind, r, h0, counts, logs, hg, norm, picked[n_picked - 1]
+            s_idx, steps, q, static, cat, mind, r, h0, counts, xlx_table, hg, norm, picked[n_picked - 1]
         )
         # 3. Host check: certified prefix, and device ΔH terms equal to the host's.
         got_idx, got_score, got_mind, got_ok, got_h = (t.cpu().numpy() for t in found[:5])
@@ -302,7 +302,7 @@ def _block_picks(
     r: Any,
     h0: Any,
     counts_np: np.ndarray,
-    logs: Any,
+    xlx_table: Any,
     half_gamma: float,
     norm: float,
     last_row: Any,
@@ -323,8 +323,9 @@ def _block_picks(
     s_cat = cat[s_idx]
     s_mind = mind[s_idx].clone()
     taken = torch.zeros(s_idx.shape[0], dtype=torch.bool, device=dev)
-    counts = torch.from_numpy(counts_np.astype(np.float64)).to(dev)
-    one = torch.ones(1, dtype=f64, device=dev)
+    counts = torch.from_numpy(counts_np.astype(np.int64)).to(dev)
+    total = int(counts_np.sum())
+    one = torch.ones(1, dtype=torch.long, device=dev)
     out_pos = torch.empty(steps, dtype=torch.long, device=dev)
     out_score = torch.empty(steps, dtype=f64, device=dev)
     out_mind = torch.empty(steps, dtype=f64, device=dev)
@@ -334,7 +335,7 @@ def _block_picks(
     prev = last_row.to(f64)
     for j in range(steps):
         if j:
-            h = _device_half_gamma_dh_grid(counts, logs, half_gamma, norm)
+            h = _device_half_gamma_dh_grid(counts, xlx_table, total + j, half_gamma, norm)
         # Separate kernels, one rounding each, in the numpy engines' order (no fused ops).
         dist = (1.0 - (rows @ prev) * _DOT_UNSCALE).clamp_(0.0, MAX_COSINE_DISTANCE)
         s_mind = torch.minimum(s_mind, dist)
