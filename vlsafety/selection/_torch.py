@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,18 @@ def _grid(x: Any) -> Any:
     import torch
 
     return torch.round(x * _GRID_SCALE) * _GRID_UNSCALE
+
+
+@dataclass(frozen=True)
+class _DevicePool:
+    """The pool's device tensors and constants that every block reads."""
+
+    q: Any  # quantised rows, float32 (exact)
+    static: Any  # α·C_sep + β·C_harm, float64
+    cat: Any  # category ids, int64
+    xlx_table: Any  # k·log k, float64
+    half_gamma: float
+    norm: float  # log K
 
 
 def _device_half_gamma_dh_grid(
@@ -137,6 +150,7 @@ def torch_engine(
     xlx_np[1:] = [x * math.log(x) for x in map(float, range(1, xlx_np.shape[0]))]
     xlx_table = torch.from_numpy(xlx_np).to(dev)
     norm = math.log(k)
+    dpool = _DevicePool(q, static, cat, xlx_table, hg, norm)
 
     n_init = int(prep.initial.shape[0])
     picked = torch.empty((n_init + prep.n_max, dim), dtype=torch.float32, device=dev)
@@ -206,9 +220,7 @@ def torch_engine(
         outside[s_idx] = False
         r = torch.full((k,), neg_inf, dtype=f64, device=dev)
         r = r.scatter_reduce(0, cat, key.masked_fill(~outside, neg_inf), "amax")
-        found = _block_picks(
-            s_idx, steps, q, static, cat, mind, r, h0, counts, xlx_table, hg, norm, picked[n_picked - 1]
-        )
+        found = _block_picks(dpool, s_idx, steps, mind, r, h0, counts, picked[n_picked - 1])
         # 3. Host check: certified prefix, and device ΔH terms equal to the host's.
         got_idx, got_score, got_mind, got_ok, got_h = (t.cpu().numpy() for t in found[:5])
         accepted = int(np.argmin(got_ok)) if not got_ok.all() else steps
@@ -293,18 +305,13 @@ def _refresh(
 
 
 def _block_picks(
+    pool: _DevicePool,
     s_idx: Any,
     steps: int,
-    q: Any,
-    static: Any,
-    cat: Any,
     mind: Any,
     r: Any,
     h0: Any,
     counts_np: np.ndarray,
-    xlx_table: Any,
-    half_gamma: float,
-    norm: float,
     last_row: Any,
 ) -> tuple[Any, Any, Any, Any, Any, Any]:
     """Up to ``steps`` picks from the top set ``s_idx``, all on the device (no host sync).
@@ -318,9 +325,10 @@ def _block_picks(
 
     dev = s_idx.device
     f64 = torch.float64
-    rows = q[s_idx].to(f64)
-    s_static = static[s_idx]
-    s_cat = cat[s_idx]
+    half_gamma = pool.half_gamma
+    rows = pool.q[s_idx].to(f64)
+    s_static = pool.static[s_idx]
+    s_cat = pool.cat[s_idx]
     s_mind = mind[s_idx].clone()
     taken = torch.zeros(s_idx.shape[0], dtype=torch.bool, device=dev)
     counts = torch.from_numpy(counts_np.astype(np.int64)).to(dev)
@@ -335,7 +343,7 @@ def _block_picks(
     prev = last_row.to(f64)
     for j in range(steps):
         if j:
-            h = _device_half_gamma_dh_grid(counts, xlx_table, total + j, half_gamma, norm)
+            h = _device_half_gamma_dh_grid(counts, pool.xlx_table, total + j, half_gamma, pool.norm)
         # Separate kernels, one rounding each, in the numpy engines' order (no fused ops).
         dist = (1.0 - (rows @ prev) * _DOT_UNSCALE).clamp_(0.0, MAX_COSINE_DISTANCE)
         s_mind = torch.minimum(s_mind, dist)
