@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -139,7 +140,7 @@ def _blocked_loop(
     margin = _MIN_MARGIN
     last_drop = 0.0
     while len(picks) < prep.n_max:
-        dh0, h0 = _half_gamma_dh_grid(prep, counts)
+        h0 = _half_gamma_dh_grid(prep, counts)[1]
         h_max0 = float(h0.max())
         # Update mode before its first pick: no score yet, everything is a candidate.
         last = scores[-1] if scores else -math.inf
@@ -179,32 +180,21 @@ def _blocked_loop(
             key[need] = _first_term(prep, static[need], new_mind)
         r = np.full(prep.n_categories, -math.inf)
         np.maximum.at(r, cat[rest], key[rest])
-        # Outside U: key + h_max0 < tau exactly (all on the score grid, sums exact).
-        below_u = tau - h_max0
-        rows = q[s_idx].astype(np.float64)
-        s_static = static[s_idx].copy()
-        s_cat = cat[s_idx]
+        # 3. Picks. Outside U: key + h_max0 < tau exactly (score grid values, exact sums).
+        start, n_start = len(picks), n_picked
         s_mind = mind_ex[s_idx].copy()
-        applied = n_picked  # picks that s_mind has seen
-        start = len(picks)
-        steps = min(block, prep.n_max - start)
-        dh, h = dh0, h0
-        pos = 0  # the previous pick's position in S, from step 1 on
-        for j in range(steps):
-            if j:
-                dh, h = _half_gamma_dh_grid(prep, counts)
-                dist = distance_from_dots(rows @ rows[pos])
-                np.minimum(s_mind, dist, out=s_mind)
-                applied += 1
-            score = _first_term(prep, s_static, s_mind) + h[s_cat]
-            pos = int(np.argmax(score))  # first maximal position: lowest index on ties
-            top_score = float(score[pos])
-            if not (top_score > float((r + h).max()) and top_score > below_u + float(h.max())):
-                break
-            record(int(s_idx[pos]), top_score, dh, float(s_mind[pos]))
-            s_static[pos] = -math.inf  # taken: never the argmax again
+        seen = _top_set_picks(
+            prep,
+            s_idx,
+            q[s_idx].astype(np.float64),
+            s_mind,
+            (r, tau - h_max0),
+            min(block, prep.n_max - start),
+            counts,
+            record,
+        )
         mind[s_idx] = mind_ex[s_idx] = s_mind
-        version[s_idx] = version_ex[s_idx] = applied
+        version[s_idx] = version_ex[s_idx] = n_start + seen
         key[s_idx] = _first_term(prep, static[s_idx], s_mind)
         if len(picks) == start:  # tau was too high: lower it
             margin, last_drop = _widen(margin, last_drop), 0.0
@@ -223,6 +213,48 @@ def _blocked_loop(
         n_distance_evaluations=work[0],
         n_refreshes=work[1],
     )
+
+
+def _top_set_picks(
+    prep: _Prepared,
+    s_idx: NDArray[np.int64],
+    rows: NDArray[np.float64],
+    s_mind: NDArray[np.float64],
+    outside: tuple[NDArray[np.float64], float],
+    steps: int,
+    counts: NDArray[np.int64],
+    record: Callable[[int, float, NDArray[np.float64], float], None],
+) -> int:
+    """Up to ``steps`` certified picks from the top set; returns how many ``s_mind`` saw.
+
+    ``s_idx`` (ascending), its float64 quantised ``rows`` and exact distances ``s_mind``
+    (updated in place) form the top set. ``outside = (r, below)``: every available sample
+    outside it has a first-term bound ``<= r[c]`` for its category ``c``, or one below
+    ``below`` whatever its category (so its score is below ``below + max_c ΔH-term``).
+    A pick stands when its exact score beats every such bound strictly; ``record`` stores
+    it and updates ``counts`` (for the next step's ΔH, Eq. 3). Every comparison is between
+    values on the score grid; ties in the top set go to the lowest index (Algorithm 1).
+    """
+    r, below = outside
+    s_static = prep.static[s_idx]  # a copy (fancy indexing): picked rows become -inf
+    s_cat = prep.category[s_idx]
+    dh, h = _half_gamma_dh_grid(prep, counts)
+    seen = 0
+    pos = 0  # the previous pick's position in the top set, from step 1 on
+    for j in range(steps):
+        if j:
+            dh, h = _half_gamma_dh_grid(prep, counts)
+            # Exact: float64 products of quantised rows are integers (_criteria).
+            np.minimum(s_mind, distance_from_dots(rows @ rows[pos]), out=s_mind)
+            seen += 1
+        score = _first_term(prep, s_static, s_mind) + h[s_cat]
+        pos = int(np.argmax(score))  # first maximal position: lowest index on ties
+        best = float(score[pos])
+        if not (best > float((r + h).max()) and best > below + float(h.max())):
+            break
+        record(int(s_idx[pos]), best, dh, float(s_mind[pos]))
+        s_static[pos] = -math.inf  # taken: never the argmax again
+    return seen
 
 
 def _bound_refresh(
