@@ -832,9 +832,12 @@ def auto_device(n_samples: int, dim: int) -> str:
     :data:`AUTO_CUDA_MIN_ELEMENTS` embedding entries when CUDA is available, else ``"numpy"``.
 
     On the CPU the blocked numpy engine is the fastest at every size measured
-    (bench/selection.py: torch on the CPU runs the same blocks in float64, 3-5x slower).
-    Below the cut the numpy engine needs ~0.3 s of CPU (100K × 768 → 1000 picks), less than
-    CUDA's start-up and the upload of the embeddings.
+    (bench/selection.py: torch on the CPU runs the same blocks with float64 GEMMs, ~2x
+    slower). On CUDA the per-pick work is the same host loop and the refresh GEMMs run on
+    the GPU, so it wins once they dominate; below the cut the numpy engine needs at most
+    ~0.3 s of CPU (100K × 768 → 1000 picks), about CUDA's start-up plus the upload of the
+    embeddings. The cut is reasoned from CPU measurements only (no GPU was available when
+    it was set); bench/selection.py prints the CUDA figure where there is one.
     """
     if n_samples * dim >= AUTO_CUDA_MIN_ELEMENTS and _cuda_available():
         return "cuda"

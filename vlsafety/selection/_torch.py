@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from vlsafety.selection._blocked import _top_set_picks
+from vlsafety.selection._blocked import _MIN_MARGIN, BLOCK, TOP, _top_set_picks, _widen
 from vlsafety.selection._criteria import EMBEDDING_BITS, MAX_COSINE_DISTANCE, SCORE_GRID_BITS
 from vlsafety.selection._greedy import (
     SelectionResult,
@@ -56,9 +56,6 @@ _GRID_SCALE = 2.0**SCORE_GRID_BITS
 _GRID_UNSCALE = 2.0**-SCORE_GRID_BITS
 _PRODUCT_ELEMENTS = 1 << 22  # float64 entries per refresh product (memory bound)
 _CHUNK_ROWS = 4096  # rows per refresh product (their float64 copy stays small)
-_MIN_MARGIN = 2.0**-30  # smallest threshold margin below the last score
-#: (picks per block, top-set size) per device type: speed only, never the picks.
-DEFAULTS: dict[str, tuple[int, int]] = {"cpu": (256, 256), "cuda": (256, 256)}
 
 
 def _resolve_device(device: Any) -> Any:
@@ -90,15 +87,15 @@ def torch_engine(
 ) -> SelectionResult:
     """Blocked lazy Algorithm 1 on ``device`` (a torch device spec); see the module doc.
 
-    ``block`` (picks per block) and ``top`` (size of the exactly tracked top set) default
-    to :data:`DEFAULTS` for the device type.
+    ``block`` (picks per block at most) and ``top`` (size of the exactly tracked top set)
+    default to the numpy engine's (:data:`._blocked.BLOCK`, :data:`._blocked.TOP`): the
+    per-pick work is the same host loop.
     """
     import torch
 
     dev = _resolve_device(device)
-    block_default, top_default = DEFAULTS[dev.type]
-    block = block_default if block is None else max(1, int(block))
-    top = top_default if top is None else max(1, int(top))
+    block = BLOCK if block is None else max(1, int(block))
+    top = TOP if top is None else max(1, int(top))
     t0 = time.perf_counter()
     n, dim = prep.q.shape
     k = prep.n_categories
@@ -215,13 +212,6 @@ def torch_engine(
         n_distance_evaluations=work[0],
         n_refreshes=work[1],
     )
-
-
-def _widen(margin: float, last_drop: float) -> float:
-    """The next, larger threshold margin; infinite (every sample refreshed) past 4, as
-    every bound lies below 3."""
-    wider = 4.0 * max(margin, 2.0 * last_drop)
-    return wider if wider <= 4.0 else math.inf
 
 
 def _refresh(
