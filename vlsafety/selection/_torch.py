@@ -194,6 +194,7 @@ def torch_engine(
         mind[s_idx] = s_mind_dev
         key[s_idx] = _grid(static[s_idx] + s_mind_dev * hg)
         version[s_np] = n_start + seen
+        work[0] += seen * s_np.size
         if len(picks) == start:  # tau was too high: lower it
             margin, last_drop = _widen(margin, last_drop), 0.0
             continue
