@@ -2,19 +2,21 @@
 
 Prints, for each size, the time of the baseline — a vectorised numpy loop that rescores
 every remaining sample at every step (`reference_greedy_select`), run in full in the same
-process, never extrapolated — and of each engine: numpy (lazy per-category queues),
-torch on the CPU, and torch on CUDA when `torch.cuda.is_available()`; each engine's ratio
-against the baseline; and whether all picked the same samples in the same order with the
-same scores. Embeddings are float32 (as CLIP writes them); the engines quantize them (see
-vlsafety.selection._criteria).
+process, never extrapolated — and of each engine: numpy (the blocked engine that
+`device: numpy` and `auto` run on a CPU), the lazy numpy engine (per-category queues, the
+previous default), torch on the CPU (the blocked torch engine, exact float64 products),
+and torch on CUDA when `torch.cuda.is_available()`; each engine's wall and CPU time (CPU
+time is the figure to compare on a shared machine), its ratio against the baseline, and
+whether all picked the same samples in the same order with the same scores. Embeddings
+are float32 (as CLIP writes them); the engines quantize them (see
+vlsafety.selection._criteria). It also prints what `device: auto` would run per size.
 
     python bench/selection.py            # 50K/500, 100K/1000 (x 768), 300K x 768/4000
     python bench/selection.py --quick    # 20K x 256 (300 picks)
     python bench/selection.py --sizes 50000:512:2000
 
-The dense loops (the baseline, and the torch engine, which is dense today) run only where
-N x N_max <= --max-dense (default 1.5e8: at 300K/4000 the baseline alone takes many
-minutes on two cores); the printout says when one did not run.
+The baseline runs only where N x N_max <= --max-dense (default 1.5e8: at 300K/4000 it
+alone takes many minutes on two cores); the printout says when it did not run.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vlsafety.selection import greedy_select, reference_greedy_select, separability
+from vlsafety.selection import (
+    auto_device,
+    greedy_select,
+    reference_greedy_select,
+    separability,
+)
+from vlsafety.selection._greedy import DEFAULT_WEIGHTS, _lazy_engine, _prepare, _run
 
 
 @dataclass(frozen=True)
@@ -100,44 +108,56 @@ def _same(a, b) -> bool:  # type: ignore[no-untyped-def]
 
 
 def run_size(n: int, dim: int, n_max: int, seed: int, max_dense: float, cuda: bool) -> bool:
-    """Time the engines at one size; the dense loops only when n·N_max <= ``max_dense``."""
+    """Time the engines at one size; the baseline only where n·N_max <= ``max_dense``.
+
+    Input validation and quantisation (``_prepare``) is timed once and shared by the
+    engines; ratios against the baseline (which includes its own) add it back.
+    """
     t = time.perf_counter()
     pool = synthetic_pool(n, dim, seed=seed)
     print(f"\n== pool {n} x {dim} float32, N_max={n_max} (data {time.perf_counter() - t:.1f}s)")
+    print(f"device auto runs: {auto_device(n, dim)}")
     args = (pool.sep, pool.harm, pool.category, pool.embedding)
     kw = dict(n_categories=6, n_max=n_max)
-    fast, fast_wall, fast_cpu = _timed(greedy_select, *args, device="numpy", **kw)
-    dense = n * n_max <= max_dense
+    prep, prep_wall, prep_cpu = _timed(_prepare, *args, weights=DEFAULT_WEIGHTS, initial=None, **kw)
+    print(
+        f"{'prepare (shared):':<24}{prep_wall:8.2f} s  (cpu {prep_cpu:.2f} s): validation, quantisation"
+    )
+    fast, fast_wall, fast_cpu = _timed(_run, prep, "numpy")
     base = None
-    if dense:
+    if n * n_max <= max_dense:
         # The straightforward baseline: a vectorised numpy loop that rescores every
         # remaining sample at every step (reference_greedy_select), run in full.
-        base, base_wall, _ = _timed(reference_greedy_select, *args, **kw)
-        print(f"baseline (vectorised numpy loop): {base_wall:8.2f} s")
+        base, base_wall, base_cpu = _timed(reference_greedy_select, *args, **kw)
+        print(f"{'baseline (numpy loop):':<24}{base_wall:8.2f} s  (cpu {base_cpu:.2f} s)")
     else:
         print(f"baseline: not run (n*N_max > {max_dense:.3g}; raise --max-dense to run it)")
     ok = True
 
     def line(name: str, res, wall: float, cpu: float) -> None:  # type: ignore[no-untyped-def]
         nonlocal ok
-        ratio = f"{base_wall / wall:7.1f}x baseline" if base is not None else "  (no baseline)"
-        same = _same(res, fast)
-        ok = ok and same and (base is None or _same(res, base))
+        if base is not None:
+            ratio = (
+                f"{base_wall / (wall + prep_wall):6.1f}x wall, "
+                f"{base_cpu / (cpu + prep_cpu):6.1f}x cpu vs baseline (with prepare)"
+            )
+        else:
+            ratio = "(no baseline)"
+        same = _same(res, fast) and (base is None or _same(res, base))
+        ok = ok and same
         print(
-            f"{name:<22}{wall:8.2f} s  (cpu {cpu:.2f} s) {ratio}; "
-            f"{res.n_distance_evaluations / 1e6:.1f}M distances; same picks: "
-            f"{same and (base is None or _same(res, base))}"
+            f"{name:<24}{wall:8.2f} s  (cpu {cpu:.2f} s) {ratio}; "
+            f"{res.n_distance_evaluations / 1e6:.1f}M distances; same picks: {same}"
         )
 
-    line("numpy (lazy):", fast, fast_wall, fast_cpu)
-    if dense:
-        res, wall, cpu = _timed(greedy_select, *args, device="cpu", **kw)
-        line("torch-cpu (dense):", res, wall, cpu)
-    else:
-        print("torch-cpu (dense):     not run (it is the dense loop; see --max-dense)")
+    line("numpy (blocked):", fast, fast_wall, fast_cpu)
+    res, wall, cpu = _timed(_lazy_engine, prep)
+    line("numpy (lazy, previous):", res, wall, cpu)
+    res, wall, cpu = _timed(_run, prep, "cpu")
+    line("torch-cpu (blocked):", res, wall, cpu)
     if cuda:
-        res, wall, cpu = _timed(greedy_select, *args, device="cuda", **kw)
-        line("torch-cuda (dense):", res, wall, cpu)
+        res, wall, cpu = _timed(_run, prep, "cuda")
+        line("torch-cuda (blocked):", res, wall, cpu)
     return ok
 
 
@@ -156,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         "--max-dense",
         type=float,
         default=1.5e8,
-        help="run the dense loops (baseline, torch-cpu) only where N*NMAX is at most this",
+        help="run the baseline loop only where N*NMAX is at most this",
     )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -173,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     print(
         f"BLAS threads: {threads}; torch threads: {torch_threads}; "
-        f"cpus visible: {len(os.sched_getaffinity(0))}; cuda: {cuda}"
+        f"cpus visible: {len(os.sched_getaffinity(0))}; cuda: {cuda}; "
+        f"load average (others' work on a shared machine): {os.getloadavg()[0]:.1f}"
     )
     # Warm up BLAS thread pools and lazy imports so no engine pays for them.
     warm = synthetic_pool(2000, 64, seed=1)

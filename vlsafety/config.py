@@ -205,8 +205,10 @@ class SelectConfig:
     threshold: float = 10.0
     elite: EliteSelectConfig = field(default_factory=EliteSelectConfig)
     taxonomy: str = "vlsb"
-    #: numpy: the exact lazy CPU engine (2.4 s for 300K/4000 on 2 cores); cuda: the torch
-    #: engine on the GPU; auto: cuda when present. See bench/selection.py.
+    #: numpy: the blocked CPU engine; cpu/cuda: the blocked torch engine on that device;
+    #: auto: the fastest for the size — cuda from 2**26 embedding entries (n × d) when
+    #: present, else numpy (vlsafety.selection.auto_device). All pick identically; see
+    #: bench/selection.py for the figures.
     device: Literal["auto", "numpy", "cpu", "cuda"] = "numpy"
 
     @property

@@ -23,15 +23,20 @@ from vlsafety.selection._greedy import _prepare
 from .algorithm1 import Reference, algorithm1, check_engine, entropy, score_tolerance
 from .pools import Pool, cases, make_pool, run_case
 
-ENGINES = ["numpy", "cpu", "reference", "blocked"]
+ENGINES = ["numpy", "cpu", "cpu-small-blocks", "reference", "blocked"]
 
 
 def _select(engine: str, pool: Pool, kwargs: dict[str, Any]) -> Any:
     args = (pool.sep, pool.harm, pool.category, pool.embedding)
     if engine == "reference":
         return reference_greedy_select(*args, **kwargs)
-    if engine == "blocked":  # not dispatched yet (see _blocked.py); small blocks: many of them
-        return blocked_engine(_prepare(*args, **{"initial": None, **kwargs}), block=4)
+    if engine == "blocked":  # the numpy engine with many blocks and tiny top sets
+        return blocked_engine(_prepare(*args, **{"initial": None, **kwargs}), block=4, top=2)
+    if engine == "cpu-small-blocks":  # the torch engine with many blocks and tiny top sets
+        pytest.importorskip("torch")
+        from vlsafety.selection._torch import torch_engine
+
+        return torch_engine(_prepare(*args, **{"initial": None, **kwargs}), "cpu", block=3, top=2)
     if engine == "cpu":
         pytest.importorskip("torch")
     return greedy_select(*args, device=engine, **kwargs)
@@ -157,16 +162,18 @@ def test_tolerance_bounds_the_measured_score_error() -> None:
     assert worst <= eps < 1e-4
 
 
-@pytest.mark.parametrize("block", [1, 3, 64])
+@pytest.mark.parametrize(("block", "top"), [(1, 1), (3, 2), (64, 5), (256, 256)])
 @given(case=cases)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_blocked_engine_equals_the_exact_engines_bit_for_bit(block: int, case: dict) -> None:
+def test_blocked_engine_equals_the_exact_engines_bit_for_bit(
+    block: int, top: int, case: dict
+) -> None:
     from .pools import assert_same_picks
 
     pool, kwargs = run_case(case)
     args = (pool.sep, pool.harm, pool.category, pool.embedding)
     ref = reference_greedy_select(*args, **kwargs)
-    assert_same_picks(ref, blocked_engine(_prepare(*args, **kwargs), block=block))
+    assert_same_picks(ref, blocked_engine(_prepare(*args, **kwargs), block=block, top=top))
 
 
 def test_blocked_engine_on_a_clustered_pool_with_stale_screens() -> None:
@@ -178,3 +185,51 @@ def test_blocked_engine_on_a_clustered_pool_with_stale_screens() -> None:
     result = blocked_engine(_prepare(*args, **kwargs, initial=None), block=16)
     assert_same_picks(reference_greedy_select(*args, **kwargs), result)
     assert result.n_distance_evaluations < 1500 * 149
+
+
+@given(
+    seed=st.integers(0, 2**31),
+    dim=st.sampled_from([2, 24, 768]),
+    near=st.floats(1e-7, 1e-1),
+    n_picked=st.integers(1, 60),
+)
+@settings(max_examples=40, deadline=None)
+def test_bound_refresh_bounds_from_above_and_keeps_only_true_exact_minima(
+    seed: int, dim: int, near: float, n_picked: int
+) -> None:
+    # Rows near the picks (distance ~near, down to the float32 error), with mixed staleness
+    # and rows whose exact minimum lags. After a bound refresh: every bound is >= the exact
+    # minimum over all picks, and a row whose exact version moved has exactly that minimum.
+    from vlsafety.selection._blocked import _bound_refresh
+    from vlsafety.selection._criteria import cosine_distance, quantize_embeddings
+
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n_picked, dim))
+    rows_emb = base[rng.integers(0, n_picked, size=50)] + near * rng.normal(size=(50, dim))
+    q = quantize_embeddings(np.concatenate([base, rows_emb]).astype(np.float32))
+    picked = q[:n_picked].copy()
+    rows = np.arange(n_picked, n_picked + 50)
+    n = q.shape[0]
+    version = np.zeros(n, dtype=np.int64)
+    version[rows] = rng.integers(0, n_picked, size=50)
+    version_ex = version.copy()
+    lag = rng.random(50) < 0.3
+    version_ex[rows[lag]] = version[rows[lag]] // 2  # exact minimum older than the bound
+    mind = np.full(n, 2.0)
+    mind_ex = np.full(n, 2.0)
+    for i in rows.tolist():
+        if version_ex[i]:
+            mind_ex[i] = cosine_distance(q[i : i + 1], picked[: version_ex[i]]).min()
+        if version[i]:
+            mind[i] = min(mind_ex[i], cosine_distance(q[i : i + 1], picked[: version[i]]).min())
+    work = [0, 0]
+    out = _bound_refresh(
+        q, picked, n_picked, rows, (version, mind, version_ex, mind_ex), None, work
+    )
+    exact = cosine_distance(q[rows], picked).min(axis=1)
+    assert np.all(out >= exact) and np.array_equal(mind[rows], out)
+    assert np.all(version[rows] == n_picked)
+    moved = version_ex[rows] == n_picked
+    assert np.array_equal(mind_ex[rows][moved], exact[moved])
+    assert not np.any(moved & lag)  # a lagging exact minimum never moves without float64
+    assert work[1] == 50

@@ -2,8 +2,9 @@
 
 * criteria: :func:`separability` (Eq. 1), :func:`harmfulness` (Eq. 2), the diversity
   parts :func:`delta_entropy` (Eq. 3) and :func:`cosine_distance` (Eq. 4);
-* Algorithm 1: :func:`greedy_select` (exact and fast; numpy or torch/CUDA) and
-  :func:`reference_greedy_select` (the straightforward loop it is tested against);
+* Algorithm 1: :func:`greedy_select` (exact and fast; numpy or torch/CUDA, the engine for
+  ``device="auto"`` from :func:`auto_device`) and :func:`reference_greedy_select` (the
+  straightforward loop it is tested against);
 * panel figures (p_h, C_harm, harmful flags) from judge probabilities with an explicit
   missing-cell policy: :func:`panel_scores`;
 * update mode: :func:`update_benchmark`; ELITE mode: :func:`elite_filter`;
@@ -31,6 +32,7 @@ from vlsafety.selection._elite import (
 from vlsafety.selection._greedy import (
     DEFAULT_WEIGHTS,
     SelectionResult,
+    auto_device,
     greedy_select,
     reference_greedy_select,
 )
@@ -51,6 +53,7 @@ __all__ = [
     "PanelScores",
     "SelectionResult",
     "UpdateResult",
+    "auto_device",
     "benchmark_scores",
     "c_div_in_order",
     "category_entropy",

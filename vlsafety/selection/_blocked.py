@@ -1,33 +1,42 @@
 """Blocked lazy greedy on the CPU: Algorithm 1's picks, bit for bit, with few large products.
 
-The state of every sample ``i`` is ``mind[i]``, its exact minimum cosine distance to the
-first ``version[i]`` picks (:data:`MAX_COSINE_DISTANCE` while ``version[i] == 0``). More
-picks only lower a minimum, so ``key[i] = grid(α·C_sep + β·C_harm + γ/2·mind[i])`` bounds
-``i``'s first score term from above, and ``key[i] + grid(γ/2·ΔH(c))`` its score ``C``
-(Eq. 6). Work goes in blocks of picks:
+The numpy twin of :mod:`._torch`'s engine and the one ``device="numpy"`` runs. Every
+sample ``i`` keeps two values: ``mind[i]``, an *upper bound* on its minimum cosine
+distance to the first ``version[i]`` picks, and ``mind_ex[i]``, its *exact* minimum over
+the first ``version_ex[i] <= version[i]`` picks (both :data:`MAX_COSINE_DISTANCE` while
+nothing was seen). More picks only lower a minimum, so
+``key[i] = grid(α·C_sep + β·C_harm + γ/2·mind[i])`` bounds ``i``'s first score term from
+above, and ``key[i] + grid(γ/2·ΔH(c_i))`` its score ``C`` (Eq. 6). Work goes in blocks of
+up to ``block`` picks:
 
-1. **Active set.** ``A`` = the samples whose bound ``key + max_c grid(γ/2·ΔH(c))`` reaches a
-   threshold ``τ`` a little below the last pick's score (on the score grid). Its stale
-   members are brought up to date against all picks so far in a few large products
-   (:func:`._greedy._refresh`: float32 screen with a rigorous error bound, exact float64 on
-   the pairs that may matter), and ``A`` is sorted by key.
-2. **Picks within the block.** Each pick examines a window at the top of ``A``'s order:
-   the window's members are brought up to date exactly against the block's picks (small
-   float64 products of the quantised rows, exact integers), and the best exact score
-   wins if it beats strictly every bound below the window and every sample outside ``A``
-   (their bounds lie below ``τ - max ΔH-term at block start + max ΔH-term now``). Ties
-   among the exact scores go to the lowest index, as in Algorithm 1. Otherwise the window
-   doubles; when ``A`` itself cannot certify the pick the block ends and the next block
-   lowers ``τ``.
+1. **Bounds.** ``U`` = available samples whose bound reaches a threshold ``τ`` (on the
+   score grid) just below the last pick's score, lowered by the previous block's score
+   drop. Their bounds are lowered with the picks they have not seen by float32 products
+   only (:func:`_bound_refresh`: the products' error is rigorously bounded, so the bound
+   stays a bound; where no new pick can be nearer than the exact minimum, that minimum
+   stays exact too). No float64 work: most rows just fall below ``τ``.
+2. **Top set.** ``S`` = the members of ``U`` whose bound is among the ``top`` largest
+   (ties at the edge included), in ascending pool order; its members are made exact
+   (:func:`._greedy._refresh`: float32 screen, exact float64 on the pairs that may
+   matter) and ``S`` is chosen again until all its members are exact. ``r[c]`` = the
+   largest first-term bound in ``U \\ S`` per category; every sample outside ``U`` has
+   ``key + max_c grid(γ/2·ΔH_0(c)) < τ``.
+3. **Picks.** Each step brings ``S`` up to date with the previous pick (one exact float64
+   matrix-vector product over its rows), scores ``S`` exactly and takes the argmax
+   (lowest index on ties). The pick stands if its score beats strictly
+   ``max_c r[c] + grid(γ/2·ΔH(c))`` and ``τ - max_c ΔH_0-term + max_c ΔH-term`` — no
+   sample outside ``S`` can reach it, as bounds only fall — else the block ends there. A
+   block that certifies nothing lowers ``τ``; with ``τ = -∞`` the top set holds the best
+   exact score and is always certified, so every block progresses.
 
 Every comparison is between exact values on the score grid, so the picks are those of
-:func:`reference_greedy_select`; the threshold, block size and window only move work.
-
-Status (issue 13): exact and tested (tests/selection/test_selection_algorithm1.py), but
-not dispatched. At 300K × 768 → 4000 picks it computes half the lazy engine's distances
-(21M vs 42M) yet spent more CPU (3.7 s vs 3.0 s, shared 2-core machine): the per-pick
-windows convert rows to float64 and grow when the block-start bounds are loose. To do:
-keep float64 copies of the top of ``A`` per block, and per-category windows.
+:func:`reference_greedy_select`; the threshold, block and top-set sizes only move work.
+At 300K × 768 → 4000 picks (bench/selection.py) it computes ~25M distances, 60% of the
+lazy engine's, nearly all in float32 products over rows gathered once per block, and
+about 2x less CPU. Known weak spot: the threshold follows the previous block's score drop,
+which scores driven by diversity alone over many duplicated rows make large; on such a
+pool (1500 samples, γ = 1) it computes as many distances as the dense loop, twice the lazy
+engine's (tests/selection/test_selection_greedy.py).
 """
 
 from __future__ import annotations
@@ -43,9 +52,12 @@ from numpy.typing import NDArray
 from vlsafety.selection._criteria import (
     MAX_COSINE_DISTANCE,
     distance_from_dots,
+    quantized_norm_bound,
     to_score_grid,
 )
 from vlsafety.selection._greedy import (
+    _PARALLEL_MIN_WORK,
+    _ROW_CHUNK,
     SelectionResult,
     _first_term,
     _half_gamma_dh_grid,
@@ -58,22 +70,34 @@ from vlsafety.selection._greedy import (
 
 __all__ = ["blocked_engine"]
 
-BLOCK = 64  # picks per block (speed only, not results)
-_WINDOW = 16  # first window of each pick
+BLOCK = 256  # picks per block at most (speed only, not results)
+TOP = 256  # top-set size (speed only, not results)
 _SMALL_REFRESH = 4096  # rows refreshed exactly in float64 when also stale by <= 8 picks
 _MIN_MARGIN = 2.0**-30  # smallest threshold margin below the last score
 
 
-def blocked_engine(prep: _Prepared, *, block: int = BLOCK) -> SelectionResult:
+def blocked_engine(prep: _Prepared, *, block: int = BLOCK, top: int = TOP) -> SelectionResult:
     """Run :func:`_blocked_loop` with single-threaded BLAS and a pool for the big screens."""
     with _single_threaded_blas(), ThreadPoolExecutor(_workers()) as executor:
-        return _blocked_loop(prep, executor, block=block)
+        return _blocked_loop(prep, executor, block=block, top=top)
+
+
+def _widen(margin: float, last_drop: float) -> float:
+    """The next, larger threshold margin; infinite (every sample refreshed) past 4, as
+    every bound lies below 3."""
+    wider = 4.0 * max(margin, 2.0 * last_drop)
+    return wider if wider <= 4.0 else math.inf
 
 
 def _blocked_loop(
-    prep: _Prepared, executor: ThreadPoolExecutor | None, *, block: int = BLOCK
+    prep: _Prepared,
+    executor: ThreadPoolExecutor | None,
+    *,
+    block: int = BLOCK,
+    top: int = TOP,
 ) -> SelectionResult:
     t0 = time.perf_counter()
+    block, top = max(1, int(block)), max(1, int(top))
     n, dim = prep.q.shape
     q = prep.q
     static = prep.static
@@ -85,15 +109,19 @@ def _blocked_loop(
     counts = np.bincount(cat[prep.initial], minlength=prep.n_categories)
     available = np.ones(n, dtype=bool)
     available[prep.initial] = False
+    # mind: an upper bound on the min distance to the first version[i] picks (float32
+    # screens); mind_ex: the exact min distance to the first version_ex[i] picks.
     mind = np.full(n, MAX_COSINE_DISTANCE)
     version = np.zeros(n, dtype=np.int64)
+    mind_ex = mind.copy()
+    version_ex = version.copy()
     picks: list[int] = []
     scores: list[float] = []
     dhs: list[float] = []
     mds: list[float] = []
     work = [0, 0]
 
-    def pick(i: int, score: float, dh: NDArray[np.float64], distance: float) -> None:
+    def record(i: int, score: float, dh: NDArray[np.float64], distance: float) -> None:
         nonlocal n_picked
         picks.append(i)
         scores.append(score)
@@ -104,60 +132,79 @@ def _blocked_loop(
         picked[n_picked] = q[i]
         n_picked += 1
 
-    steps = prep.n_max
-    if steps and n_picked == 0:
+    if prep.n_max and n_picked == 0:
         # D_S empty: the distance term is 1 for everyone, one dense step as the reference.
         dh, h_grid = _half_gamma_dh_grid(prep, counts)
         first = _first_term(prep, static, np.ones(n)) + h_grid[cat]
         best = int(np.argmax(first))
-        pick(best, float(first[best]), dh, 1.0)
-        steps -= 1
+        record(best, float(first[best]), dh, 1.0)
 
     key = _first_term(prep, static, mind)
     margin = _MIN_MARGIN
     last_drop = 0.0
     while len(picks) < prep.n_max:
-        dh, h_grid = _half_gamma_dh_grid(prep, counts)
-        last = scores[-1] if scores else float((key + h_grid[cat]).max())
-        tau = float(to_score_grid(last - max(margin, 2.0 * last_drop)))
-        # 1. Active set: bring its stale members up to date, keep those still above tau.
-        active = np.flatnonzero((key + h_grid[cat] >= tau) & available)
-        stale = active[version[active] < n_picked]
+        h0 = _half_gamma_dh_grid(prep, counts)[1]
+        h_max0 = float(h0.max())
+        # Update mode before its first pick: no score yet, everything is a candidate.
+        last = scores[-1] if scores else -math.inf
+        tau = float(to_score_grid(last - max(margin, last_drop)))
+        # 1. Refresh the candidates whose bound reaches tau.
+        cand = np.flatnonzero(available & (key >= tau - h_max0))
+        if not cand.size:
+            margin, last_drop = _widen(margin, last_drop), 0.0
+            continue
+        stale = cand[version[cand] < n_picked]
         if stale.size:
-            # Many rows: the float32 screen (no float64 copy of the rows) even when barely stale.
-            exact_upto = 8 if stale.size <= _SMALL_REFRESH else 0
+            # Upper bounds only (float32 products, no exact pairs): most rows just fall.
+            new_bound = _bound_refresh(
+                q, picked, n_picked, stale, (version, mind, version_ex, mind_ex), executor, work
+            )
+            work[1] += stale.size
+            key[stale] = _first_term(prep, static[stale], new_bound)
+        # 2. Top set: the largest bounds, ties at the edge included (ascending index),
+        # made exact; repeat while exact values let other rows into it.
+        while True:
+            bound = key[cand] + h0[cat[cand]]
+            if cand.size > top:
+                in_s = bound >= np.partition(bound, cand.size - top)[cand.size - top]
+                s_idx, rest = cand[in_s], cand[~in_s]
+            else:
+                s_idx, rest = cand, cand[:0]
+            need = s_idx[version_ex[s_idx] < n_picked]
+            if not need.size:
+                break
+            exact_upto = 8 if need.size <= _SMALL_REFRESH else 0
             new_mind, distances = _refresh(
-                q, picked, n_picked, stale, version, mind, executor, exact_upto
+                q, picked, n_picked, need, version_ex, mind_ex, executor, exact_upto
             )
             work[0] += distances
-            work[1] += stale.size
-            key[stale] = _first_term(prep, static[stale], new_mind)
-            active = active[key[active] + h_grid[cat[active]] >= tau]
-        bound0 = key[active] + h_grid[cat[active]]
-        order = np.lexsort((active, -bound0))  # bound desc, then index asc
-        # 2. Picks within the block, certified against everything below the window.
-        start_count = len(picks)
-        certified = _picks_in_block(
+            mind[need] = new_mind
+            version[need] = n_picked
+            key[need] = _first_term(prep, static[need], new_mind)
+        r = np.full(prep.n_categories, -math.inf)
+        np.maximum.at(r, cat[rest], key[rest])
+        # 3. Picks. Outside U: key + h_max0 < tau exactly (score grid values, exact sums).
+        start, n_start = len(picks), n_picked
+        s_mind = mind_ex[s_idx].copy()
+        seen = _top_set_picks(
             prep,
-            active[order],
-            bound0[order],
-            tau,
-            h_grid,
-            mind,
+            s_idx,
+            q[s_idx].astype(np.float64),
+            s_mind,
+            (r, tau - h_max0),
+            min(block, prep.n_max - start),
             counts,
-            min(block, prep.n_max - len(picks)),
-            pick,
-            work,
+            record,
         )
-        if certified == 0:
-            margin = 4.0 * max(margin, 2.0 * last_drop)  # tau was too high: widen A
-            last_drop = 0.0
+        work[0] += seen * s_idx.size
+        mind[s_idx] = mind_ex[s_idx] = s_mind
+        version[s_idx] = version_ex[s_idx] = n_start + seen
+        key[s_idx] = _first_term(prep, static[s_idx], s_mind)
+        if len(picks) == start:  # tau was too high: lower it
+            margin, last_drop = _widen(margin, last_drop), 0.0
             continue
-        end = len(picks)
-        if end > start_count:
-            drop = (scores[start_count - 1] if start_count else scores[0]) - scores[end - 1]
-            last_drop = max(drop, 0.0)
-        margin = max(_MIN_MARGIN, margin / 2.0)
+        last_drop = max(0.0, scores[start - 1] - scores[-1]) if start else 0.0
+        margin = max(_MIN_MARGIN, margin / 2.0) if math.isfinite(margin) else 1.0
 
     return _picks_to_result(
         prep,
@@ -172,77 +219,99 @@ def _blocked_loop(
     )
 
 
-def _picks_in_block(
+def _top_set_picks(
     prep: _Prepared,
-    order: NDArray[np.int64],
-    sorted_bound: NDArray[np.float64],
-    tau: float,
-    h0: NDArray[np.float64],
-    mind: NDArray[np.float64],
+    s_idx: NDArray[np.int64],
+    rows: NDArray[np.float64],
+    s_mind: NDArray[np.float64],
+    outside: tuple[NDArray[np.float64], float],
+    steps: int,
     counts: NDArray[np.int64],
-    max_picks: int,
-    pick: Callable[[int, float, NDArray[np.float64], float], None],
-    work: list[int],
+    record: Callable[[int, float, NDArray[np.float64], float], None],
 ) -> int:
-    """Make up to ``max_picks`` certified picks from ``order``; returns how many.
+    """Up to ``steps`` certified picks from the top set; returns how many ``s_mind`` saw.
 
-    ``order`` holds the active set by bound ``key + h0[category]`` descending (``h0``: the
-    ΔH terms at block start; ``sorted_bound`` in that order), then index ascending, with
-    ``mind`` exact for its members at block start. Every sample outside it has
-    ``key + h0[category] < tau``. A step's ΔH terms ``h`` differ from ``h0`` by at most
-    ``max(h - h0)``, which every bound of the step adds. ``pick`` records a pick and
-    updates ``counts``.
+    ``s_idx`` (ascending), its float64 quantised ``rows`` and exact distances ``s_mind``
+    (updated in place) form the top set. ``outside = (r, below)``: every available sample
+    outside it has a first-term bound ``<= r[c]`` for its category ``c``, or one below
+    ``below`` whatever its category (so its score is below ``below + max_c ΔH-term``).
+    A pick stands when its exact score beats every such bound strictly; ``record`` stores
+    it and updates ``counts`` (for the next step's ΔH, Eq. 3). Every comparison is between
+    values on the score grid; ties in the top set go to the lowest index (Algorithm 1).
     """
-    q = prep.q
-    static = prep.static
-    cat = prep.category
-    m = order.size
-    bmind = np.full(m, -1.0)  # exact distance within the block, filled when first seen
-    bver = np.zeros(m, dtype=np.int64)  # block picks each position has seen
-    taken = np.zeros(m, dtype=bool)
-    block_rows = np.empty((max_picks, q.shape[1]), dtype=np.float64)
-    pos = 0
-    t = _WINDOW
-    for j in range(max_picks):
-        dh, h_grid = _half_gamma_dh_grid(prep, counts)
-        shift = float((h_grid - h0).max())  # exact: both on the score grid
-        outside = tau + shift
-        while pos < m and taken[pos]:
-            pos += 1
-        t = max(_WINDOW, t // 2)
-        while True:
-            stop = min(m, pos + t)
-            win = np.arange(pos, stop)
-            win = win[~taken[win]]
-            if not win.size:
-                return j
-            rows = order[win]
-            first_seen = bmind[win] < 0.0
-            if first_seen.any():
-                bmind[win[first_seen]] = mind[rows[first_seen]]
-            behind = bver[win] < j
-            if behind.any():
-                w = win[behind]
-                lo = int(bver[w].min())
-                # Exact: float64 products of the quantised rows are integers (_criteria).
-                dots = q[order[w]].astype(np.float64) @ block_rows[lo:j].T
-                work[0] += dots.size
-                d = distance_from_dots(dots).min(axis=1)
-                np.minimum(bmind[w], d, out=d)
-                bmind[w] = d
-                bver[w] = j
-            sc = _first_term(prep, static[rows], bmind[win]) + h_grid[cat[rows]]
-            best = float(sc.max())
-            below = float(sorted_bound[stop]) + shift if stop < m else -math.inf
-            if best > below and best >= outside:
-                i = int(rows[sc == best].min())
-                k = int(win[rows == i][0])
-                taken[k] = True
-                block_rows[j] = q[i]
-                pick(i, best, dh, float(bmind[k]))
-                break
-            if stop < m and below >= best:
-                t *= 2
-                continue
-            return j
-    return max_picks
+    r, below = outside
+    s_static = prep.static[s_idx]  # a copy (fancy indexing): picked rows become -inf
+    s_cat = prep.category[s_idx]
+    dh, h = _half_gamma_dh_grid(prep, counts)
+    seen = 0
+    pos = 0  # the previous pick's position in the top set, from step 1 on
+    for j in range(steps):
+        if j:
+            dh, h = _half_gamma_dh_grid(prep, counts)
+            # Exact: float64 products of quantised rows are integers (_criteria).
+            np.minimum(s_mind, distance_from_dots(rows @ rows[pos]), out=s_mind)
+            seen += 1
+        score = _first_term(prep, s_static, s_mind) + h[s_cat]
+        pos = int(np.argmax(score))  # first maximal position: lowest index on ties
+        best = float(score[pos])
+        if not (best > float((r + h).max()) and best > below + float(h.max())):
+            break
+        record(int(s_idx[pos]), best, dh, float(s_mind[pos]))
+        s_static[pos] = -math.inf  # taken: never the argmax again
+    return seen
+
+
+def _bound_refresh(
+    q: NDArray[np.float32],
+    picked: NDArray[np.float32],
+    n_picked: int,
+    rows: NDArray[np.int64],
+    state: tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]],
+    executor: ThreadPoolExecutor | None,
+    work: list[int],
+) -> NDArray[np.float64]:
+    """Lower the bounds ``mind[rows]`` with all ``n_picked`` picks; returns them.
+
+    ``state`` is ``(version, mind, version_ex, mind_ex)``. Rows are grouped by staleness in
+    powers of two and compared with the picks they have not seen by float32 products,
+    whose error is at most ``err`` (:func:`._greedy._refresh`): the exact minimum over those
+    picks lies within ``[dist(top + err), dist(top - err)]`` for the approximate largest dot
+    ``top``. The upper end lowers the bound; where the lower end is no below a row's exact
+    minimum, that minimum is still exact and its ``version_ex`` moves too (no float64 work).
+    """
+    version, mind, version_ex, mind_ex = state
+    dim = q.shape[1]
+    # 2x over the textbook bound also covers the float64 threshold arithmetic (as _refresh).
+    coef = 2.0 * (dim + 2) * 2.0**-24 / (1.0 - (dim + 2) * 2.0**-24)
+    err = coef * quantized_norm_bound(dim) ** 2
+    stale_by = n_picked - version[rows]
+    group = np.frexp(stale_by.astype(np.float64))[1]
+    out = np.empty(rows.size)
+    for g in np.unique(group).tolist():
+        sel = np.flatnonzero(group == g)
+        p = picked[n_picked - int(stale_by[sel].max()) : n_picked]
+        work[0] += sel.size * p.shape[0]
+        work[1] += sel.size
+        chunks = [sel[s : s + _ROW_CHUNK] for s in range(0, sel.size, _ROW_CHUNK)]
+
+        def top_dots(c: NDArray[np.int64], p: NDArray[np.float32] = p) -> NDArray[np.float64]:
+            return np.asarray((q[rows[c]] @ p.T).max(axis=1), dtype=np.float64)
+
+        if (
+            executor is not None
+            and len(chunks) > 1
+            and sel.size * p.shape[0] * dim >= (_PARALLEL_MIN_WORK)
+        ):
+            tops = list(executor.map(top_dots, chunks))
+        else:
+            tops = [top_dots(c) for c in chunks]
+        for c, top in zip(chunks, tops, strict=True):
+            r = rows[c]
+            near = distance_from_dots(top + err)  # <= every new exact distance
+            far = distance_from_dots(top - err)  # >= the nearest new exact distance
+            still = (version_ex[r] == version[r]) & (near >= mind_ex[r])
+            version_ex[r[still]] = n_picked
+            out[c] = np.minimum(mind[r], far)
+    mind[rows] = out
+    version[rows] = n_picked
+    return out

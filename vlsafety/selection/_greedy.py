@@ -2,20 +2,23 @@
 
 Each step scores every remaining sample with
 ``C(s, D_S) = α·C_sep(s) + β·C_harm(s) + γ·C_div(s, D_S)`` (Eq. 6) and moves the argmax
-(lowest index on ties) into ``D_S``. Three engines compute the same picks bit for bit
+(lowest index on ties) into ``D_S``. Four engines compute the same picks bit for bit
 (the arithmetic that makes this possible is described in :mod:`._criteria`):
 
 * :func:`reference_greedy_select` — the straightforward algorithm: rescore every
   remaining sample at every step (it keeps the min-distance array incrementally);
-* the lazy numpy engine behind :func:`greedy_select` — ``C_div``'s distance term only
+* the blocked numpy engine behind :func:`greedy_select` (:mod:`._blocked`), and the
+  blocked torch engine (:mod:`._torch`) for CUDA, also runnable on CPU: bounds refreshed
+  per block of picks by large products, exact float64 on a top set;
+* the lazy numpy engine (:func:`_lazy_engine`, kept as a second exact engine for the
+  tests and the benchmark) — ``C_div``'s distance term only
   shrinks as ``D_S`` grows and ``ΔH`` depends only on the category, so within a category a
   stale score is an upper bound. Candidates sit in per-category max-queues of such bounds
   (bucketed by value: a heap of bucket ids over arrays of candidates); only the top bucket
   of each category that could still hold the winner is refreshed — in one matrix product,
   against the picks made since each candidate's last refresh — and the per-category
   winners are compared with ``γ/2·ΔH(c)/log K`` added. At 300K × 768 and 4000 picks it
-  computes ~3% of the reference's distances;
-* the dense torch engine (:mod:`._torch`) for CUDA, also runnable on CPU.
+  computes ~3% of the reference's distances.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ _PARALLEL_MIN_WORK = 1 << 24  # multiply-adds above which a screen is split over
 _ROW_CHUNK = 4096  # rows per float32 screen product
 _EXACT_PAIRS_CHUNK = 2048  # pairs recomputed exactly per product after a float32 screen
 _GONE = np.iinfo(np.int64).min  # bucket id of picked samples: matches no bucket
+#: ``device=None``/``"auto"`` uses CUDA from this many embedding entries (n × d) on.
+AUTO_CUDA_MIN_ELEMENTS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -80,11 +85,11 @@ class SelectionResult:
         weights: ``(α, β, γ)``.
         n_categories: ``K``.
         initial: pool indices that formed ``D_S`` before the first pick.
-        engine: which engine ran (``"lazy-numpy"``, ``"reference-numpy"``,
-            ``"dense-torch:<device>"``).
+        engine: which engine ran (``"blocked-numpy"``, ``"blocked-torch:<device>"``,
+            ``"lazy-numpy"``, ``"reference-numpy"``).
         seconds: wall time of the selection loop (input validation excluded).
         n_distance_evaluations: cosine distances computed (the engines' work measure).
-        n_refreshes: candidate refreshes (lazy engine; the dense engines report 0).
+        n_refreshes: candidate refreshes (lazy and blocked engines; the reference reports 0).
     """
 
     indices: NDArray[np.int64]
@@ -796,9 +801,10 @@ def greedy_select(
         n_categories: ``K``, the taxonomy's category count (>= 2), not only the ones present.
         n_max: number of samples to pick; clipped, with a warning, to what is selectable.
         weights: ``(α, β, γ)``, each >= 0, summing to 1 within 1e-9.
-        device: ``None`` — the torch engine on CUDA when available, else the lazy numpy
-            engine; ``"numpy"`` — the lazy numpy engine; ``"cpu"``, ``"cuda"``,
-            ``"cuda:1"`` or a ``torch.device`` — the dense torch engine on that device.
+        device: ``None`` or ``"auto"`` — the fastest engine for the size
+            (:func:`auto_device`); ``"numpy"`` — the blocked numpy engine (:mod:`._blocked`);
+            ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device`` — the blocked torch
+            engine on that device (:mod:`._torch`).
         initial: pool indices already in ``D_S`` before the first pick (update mode); they
             count for ΔH and for the distance term and are never picked.
 
@@ -821,12 +827,31 @@ def greedy_select(
     return _run(prep, device)
 
 
+def auto_device(n_samples: int, dim: int) -> str:
+    """The engine ``device=None``/``"auto"`` runs: ``"cuda"`` for pools of at least
+    :data:`AUTO_CUDA_MIN_ELEMENTS` embedding entries when CUDA is available, else ``"numpy"``.
+
+    On the CPU the blocked numpy engine is the fastest at every size measured
+    (bench/selection.py: torch on the CPU runs the same blocks with float64 GEMMs, ~2x
+    slower). On CUDA the per-pick work is the same host loop and the refresh GEMMs run on
+    the GPU, so it wins once they dominate; below the cut the numpy engine needs at most
+    ~0.3 s of CPU (100K × 768 → 1000 picks), about CUDA's start-up plus the upload of the
+    embeddings. The cut is reasoned from CPU measurements only (no GPU was available when
+    it was set); bench/selection.py prints the CUDA figure where there is one.
+    """
+    if n_samples * dim >= AUTO_CUDA_MIN_ELEMENTS and _cuda_available():
+        return "cuda"
+    return "numpy"
+
+
 def _run(prep: _Prepared, device: Any) -> SelectionResult:
     """Dispatch prepared inputs to the engine ``device`` names (see :func:`greedy_select`)."""
-    if device is None:
-        device = "cuda" if _cuda_available() else "numpy"
+    if device is None or (isinstance(device, str) and device == "auto"):
+        device = auto_device(*prep.q.shape)
     if isinstance(device, str) and device == "numpy":
-        return _lazy_engine(prep)
+        from vlsafety.selection._blocked import blocked_engine
+
+        return blocked_engine(prep)
     from vlsafety.selection._torch import torch_engine
 
     return torch_engine(prep, device)
