@@ -75,9 +75,9 @@ def test_diff_by_key(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (["--set", "nope.key=1", "tables"], "nope: unknown key", 2),
         (["--conf", "missing.yaml", "tables"], "missing.yaml: config file not found", 2),
         (["frobnicate"], "invalid choice", 2),
-        (["history", "Bad-Name"], "bad table name", 1),
-        (["show", "bench@x"], "must be an integer", 1),
-        (["history", "absent"], "not found", 1),
+        (["history", "Bad-Name"], "bad table name", 2),
+        (["show", "bench@x"], "must be an integer", 2),
+        (["history", "absent"], "not found", 2),
     ],
 )
 def test_errors_are_one_line(
