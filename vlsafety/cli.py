@@ -98,11 +98,21 @@ def _require(
     return require_table(probe, table, version, kind, what=what)
 
 
+def _require_present(cfg: Config, what: str, tables: dict[str, Any]) -> None:
+    """Tables a command merges into: each must be of its kind if the lake has it."""
+    from vlsafety.kinds import check_if_present
+
+    probe = _probe(cfg) or _lake(cfg, spark=True)
+    for table, kind in tables.items():
+        check_if_present(probe, table, kind, what=f"{what} (merges into {table})")
+
+
 def _require_stage_inputs(cfg: Config, what: str, stages: Sequence[str]) -> None:
-    from vlsafety.kinds import stage_inputs
+    from vlsafety.kinds import stage_inputs, stage_outputs
 
     for table, kind in stage_inputs(stages, has_sources=bool(cfg.build.sources)).items():
         _require(cfg, what, table, None, kind)
+    _require_present(cfg, what, stage_outputs(stages))
 
 
 # --------------------------------------------------------------------------- tables
@@ -485,7 +495,7 @@ def _cmd_build(args: argparse.Namespace, cfg: Config) -> int:
 
 @command("update")
 def _cmd_update(args: argparse.Namespace, cfg: Config) -> int:
-    from vlsafety.kinds import IMAGES, SAMPLES, SCORED
+    from vlsafety.kinds import CANDIDATE_EMBEDDINGS, IMAGES, JUDGMENTS, RESPONSES, SAMPLES, SCORED
     from vlsafety.pipeline import update
 
     name, version = _ref(args.benchmark, "update --benchmark")
@@ -493,6 +503,15 @@ def _cmd_update(args: argparse.Namespace, cfg: Config) -> int:
     version = _require(cfg, what, name, version, SAMPLES)
     _require(cfg, what, "scored", None, SCORED)  # the pool the replacements come from
     _require(cfg, what, "images", None, IMAGES)
+    _require_present(
+        cfg,
+        what,
+        {
+            "candidate_embeddings": CANDIDATE_EMBEDDINGS,
+            "responses": RESPONSES,
+            "judgments": JUDGMENTS,
+        },
+    )
     lake = _ctx(cfg)
     summary = update(
         cfg,
@@ -519,13 +538,16 @@ def _cmd_update(args: argparse.Namespace, cfg: Config) -> int:
 
 @command("evaluate")
 def _cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
-    from vlsafety.kinds import BENCHMARK, IMAGES
+    from vlsafety.kinds import BENCHMARK, IMAGES, JUDGMENTS, LEADERBOARD, RESPONSES
     from vlsafety.pipeline import evaluate
 
     name, version = _ref(args.benchmark, "evaluate --benchmark")
     what = f"evaluate --benchmark {args.benchmark}"
     version = _require(cfg, what, name, version, BENCHMARK)
     _require(cfg, what, "images", None, IMAGES)
+    _require_present(
+        cfg, what, {"responses": RESPONSES, "judgments": JUDGMENTS, "leaderboard": LEADERBOARD}
+    )
     models = [m for m in (args.models or "").split(",") if m] or list(cfg.models.victims)
     lake = _ctx(cfg)
     result = evaluate(cfg, lake, name, version, models, command=_command_line(args))

@@ -27,6 +27,7 @@ __all__ = [
     "CANDIDATE_EMBEDDINGS",
     "IMAGES",
     "JUDGMENTS",
+    "LEADERBOARD",
     "POOL",
     "RAW_POOL",
     "RESPONSES",
@@ -37,10 +38,12 @@ __all__ = [
     "Kind",
     "TableKindError",
     "check_columns",
+    "check_if_present",
     "require_table",
     "require_tables",
     "selection_input",
     "stage_inputs",
+    "stage_outputs",
 ]
 
 #: A needed column: one name, or alternatives of which any one will do.
@@ -60,7 +63,7 @@ class Kind:
         name: how a message names the kind (``"a benchmark"``).
         columns: the columns needed; a tuple entry is a set of alternatives.
         clashes: columns a table of this kind must not have (a reader would overwrite them).
-        hint: how to get a table of this kind, appended to the message.
+        hint: how to get a table of this kind (said when the table is missing).
     """
 
     name: str
@@ -114,6 +117,11 @@ SCORED = Kind(
     ("candidate_id", "image_id", "text", "category", "embedding", "p_h", "harm", "harmful"),
     hint="run `vlsafety build`",
 )
+#: ``leaderboard``, merged into by ``evaluate`` on its keys
+#: (``vlsafety.pipeline.LEADERBOARD_KEYS``).
+LEADERBOARD = Kind(
+    "a leaderboard", ("benchmark", "benchmark_version", "model_id", "category", "panel")
+)
 #: What ``evaluate`` answers and judges: the build's benchmark schema (candidate ids).
 BENCHMARK = Kind("a benchmark", ("candidate_id", "image_id", "text", "category"))
 #: Samples with an id, an image, a question and a category: a benchmark, or rows of a
@@ -137,7 +145,7 @@ def selection_input(mode: str, *, source_balancing: bool = False) -> Kind:
         name,
         columns,
         clashes=OUTPUT_COLUMNS,
-        hint="select from a `scored` table version (written by `vlsafety build`)",
+        hint="`vlsafety build` writes a `scored` table",
     )
 
 
@@ -157,17 +165,20 @@ STAGE_INPUTS: dict[str, dict[str, Kind]] = {
     },
     "select": {"scored": SCORED},
 }
-#: The tables each build stage writes (``ingest`` only when it has sources).
-STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "ingest": ("raw_pool", "images"),
-    "preprocess": ("pool", "images"),
-    "generate": ("candidates",),
-    "augment": ("candidates",),
-    "embed": ("candidate_embeddings",),
-    "respond": ("responses",),
-    "judge": ("judgments",),
-    "score": ("scored",),
+#: The tables each build stage merges its rows into (``ingest`` only when it has
+#: sources): one already there must be of the kind, or the merge would fail after the
+#: stage's work. ``score`` and ``select`` overwrite theirs.
+STAGE_OUTPUTS: dict[str, dict[str, Kind]] = {
+    "ingest": {"raw_pool": RAW_POOL, "images": IMAGES},
+    "preprocess": {"pool": POOL, "images": IMAGES},
+    "generate": {"candidates": CANDIDATES},
+    "augment": {"candidates": CANDIDATES},
+    "embed": {"candidate_embeddings": CANDIDATE_EMBEDDINGS},
+    "respond": {"responses": RESPONSES},
+    "judge": {"judgments": JUDGMENTS},
 }
+#: Tables the score stage overwrites (no earlier table of them needed).
+_OVERWRITTEN = {"score": ("scored",)}
 
 
 def stage_inputs(stages: Sequence[str], *, has_sources: bool = True) -> dict[str, Kind]:
@@ -180,8 +191,24 @@ def stage_inputs(stages: Sequence[str], *, has_sources: bool = True) -> dict[str
             if table not in written:
                 needed.setdefault(table, kind)
         if stage != "ingest" or has_sources:
-            written.update(STAGE_OUTPUTS.get(stage, ()))
+            written.update(STAGE_OUTPUTS.get(stage, {}))
+            written.update(_OVERWRITTEN.get(stage, ()))
     return needed
+
+
+def stage_outputs(stages: Sequence[str]) -> dict[str, Kind]:
+    """The tables ``stages`` merge into: each must be of its kind if it exists."""
+    out: dict[str, Kind] = {}
+    for stage in stages:
+        out.update(STAGE_OUTPUTS.get(stage, {}))
+    return out
+
+
+def check_if_present(lake: Lake, table: str, kind: Kind, *, what: str) -> None:
+    """:func:`require_table` on the latest version of ``table`` when the lake has it (a
+    table a command merges into, or creates)."""
+    if lake.exists(table):
+        require_table(lake, table, None, kind, what=what)
 
 
 def require_table(
@@ -219,16 +246,11 @@ def check_columns(where: str, names: Sequence[str], kind: Kind) -> None:
     opens the message (``"select --input x.parquet"``)."""
     missing = kind.missing(names)
     if missing:
-        hint = f"; {kind.hint}" if kind.hint else ""
-        raise TableKindError(
-            f"{where} is not {kind.name}: missing column(s) {', '.join(missing)}{hint}"
-        )
+        raise TableKindError(f"{where} is not {kind.name}: missing column(s) {', '.join(missing)}")
     clash = [c for c in kind.clashes if c in names]
     if clash:
-        hint = f"; {kind.hint}" if kind.hint else ""
         raise TableKindError(
-            f"{where} is not {kind.name}: it already has the output column(s) "
-            f"{', '.join(clash)}{hint}"
+            f"{where} is not {kind.name}: it already has the output column(s) {', '.join(clash)}"
         )
 
 

@@ -316,6 +316,61 @@ def test_stage_with_its_inputs_gets_past_the_checks(
         _main(lake.root, tmp_path, *args)
 
 
+def test_a_table_a_command_merges_into_must_be_of_its_kind(
+    mislabeled: Lake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found before the work whose rows the merge would then refuse."""
+    (tmp_path / "m.jsonl").write_text("")
+    rc = _main(mislabeled.root, tmp_path, "ingest", "--source", f"manifest:{tmp_path}/m.jsonl")
+    line = _one_error_line(capsys)
+    assert rc == 2
+    assert "ingest (merges into raw_pool): table 'raw_pool' (version 0) is not a raw pool" in line
+    partial = Lake(tmp_path / "partial")
+    for name in ("benchmark", "images", "scored"):
+        columns, keys = TABLES[name]
+        _write(partial, name, columns, keys)
+    _write(partial, "leaderboard", LEADERBOARD_COLUMNS, [])  # figures without their keys
+    rc = _main(partial.root, tmp_path, "evaluate", "--benchmark", "benchmark@0")
+    line = _one_error_line(capsys)
+    assert rc == 2
+    assert "(merges into leaderboard): table 'leaderboard' (version 0) is not a leaderboard" in line
+    assert "missing column(s) benchmark, benchmark_version, panel" in line
+    _write(partial, "responses", IMAGE_COLUMNS, [])
+    rc = _main(partial.root, tmp_path, "update", "--benchmark", "benchmark@0")
+    line = _one_error_line(capsys)
+    assert rc == 2 and "table 'responses' (version 0) is not a responses table" in line
+
+
+def test_ingest_into_tables_of_its_kind_gets_past_the_checks(lake: Lake, tmp_path: Path) -> None:
+    (tmp_path / "m.jsonl").write_text("")
+    with pytest.raises(Proceeded):
+        _main(lake.root, tmp_path, "ingest", "--source", f"manifest:{tmp_path}/m.jsonl")
+
+
+def test_kinds_are_what_their_writers_write() -> None:
+    """The columns each kind needs are columns its writer writes."""
+    from vlsafety.inference import TASKS
+
+    def fields(task: str) -> set[str]:
+        return {name for name, _ in TASKS[task].fields} | {TASKS[task].id_col}
+
+    def needed(kind: kinds.Kind) -> set[str]:
+        return {c if isinstance(c, str) else c[0] for c in kind.columns}
+
+    assert needed(kinds.RAW_POOL) <= set(RAW_POOL_COLUMNS)
+    assert needed(kinds.IMAGES) <= set(IMAGE_COLUMNS)
+    assert needed(kinds.POOL) <= set(POOL_SCHEMA.names)
+    assert needed(kinds.CANDIDATES) <= set(CANDIDATE_COLUMNS)
+    assert needed(kinds.SCORED) <= set(SCORED)
+    assert needed(kinds.BENCHMARK) <= set(BENCHMARK_COLUMNS)
+    assert needed(kinds.SAMPLES) <= set(BENCHMARK_COLUMNS)
+    assert needed(kinds.LEADERBOARD) == set(LEADERBOARD_KEYS)
+    # model outputs: the request's ids plus the task's output fields
+    assert needed(kinds.RESPONSES) <= {"request_key", "candidate_id"} | fields("chat")
+    assert needed(kinds.JUDGMENTS) <= {"request_key"} | fields("guard")
+    assert needed(kinds.CANDIDATE_EMBEDDINGS) <= {"candidate_id"} | fields("embed_pair")
+
+
 def test_stage_inputs_are_what_no_earlier_stage_writes() -> None:
     assert kinds.stage_inputs(["ingest", "preprocess", "generate"]) == {}
     assert set(kinds.stage_inputs(["ingest", "preprocess"], has_sources=False)) == {
