@@ -12,7 +12,7 @@ older table missing a column nobody reads stays readable.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,7 +40,6 @@ __all__ = [
     "check_columns",
     "check_if_present",
     "require_table",
-    "require_tables",
     "selection_input",
     "stage_inputs",
     "stage_outputs",
@@ -252,9 +251,3 @@ def check_columns(where: str, names: Sequence[str], kind: Kind) -> None:
         raise TableKindError(
             f"{where} is not {kind.name}: it already has the output column(s) {', '.join(clash)}"
         )
-
-
-def require_tables(lake: Lake, needs: Mapping[str, Kind], *, what: str) -> None:
-    """:func:`require_table` on the latest version of each of ``needs``."""
-    for table, kind in needs.items():
-        require_table(lake, table, None, kind, what=what)
