@@ -65,6 +65,56 @@ def _lake(cfg: Config, *, spark: bool = False) -> Any:
     return Lake.from_config(cfg.lake, session)
 
 
+def _ref(text: str, what: str) -> tuple[str, int | None]:
+    """``TABLE[@VERSION]`` of a command argument; a malformed one is a usage error."""
+    from vlsafety.lake import parse_table_ref
+
+    try:
+        return parse_table_ref(text)
+    except ValueError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+
+
+def _probe(cfg: Config) -> Any:
+    """A lake that reads Delta logs without Spark, to check a command's inputs before the
+    session starts; None for a ``dbfs:/`` root (only Spark's native Delta reads it)."""
+    from vlsafety.lake import Lake, LakeError
+
+    try:
+        return Lake.from_config(cfg.lake)
+    except LakeError:
+        return None
+
+
+def _require(
+    cfg: Config, what: str, table: str, version: int | None, kind: Any, lake: Any = None
+) -> int:
+    """:func:`vlsafety.kinds.require_table` before any Spark work; the version read."""
+    from vlsafety.kinds import require_table
+
+    probe = lake if lake is not None else _probe(cfg)
+    if probe is None:  # dbfs:/: checked on the Spark lake
+        probe = _lake(cfg, spark=True)
+    return require_table(probe, table, version, kind, what=what)
+
+
+def _require_present(cfg: Config, what: str, tables: dict[str, Any]) -> None:
+    """Tables a command merges into: each must be of its kind if the lake has it."""
+    from vlsafety.kinds import check_if_present
+
+    probe = _probe(cfg) or _lake(cfg, spark=True)
+    for table, kind in tables.items():
+        check_if_present(probe, table, kind, what=f"{what} (merges into {table})")
+
+
+def _require_stage_inputs(cfg: Config, what: str, stages: Sequence[str]) -> None:
+    from vlsafety.kinds import stage_inputs, stage_outputs
+
+    for table, kind in stage_inputs(stages, has_sources=bool(cfg.build.sources)).items():
+        _require(cfg, what, table, None, kind)
+    _require_present(cfg, what, stage_outputs(stages))
+
+
 # --------------------------------------------------------------------------- tables
 @command("tables")
 def _cmd_tables(args: argparse.Namespace, cfg: Config) -> int:
@@ -83,7 +133,11 @@ def _cmd_history(args: argparse.Namespace, cfg: Config) -> int:
     from vlsafety.lake import validate_table_name
 
     lake = _lake(cfg)
-    validate_table_name(args.table)
+    try:
+        validate_table_name(args.table)
+    except ValueError as exc:
+        raise UsageError(f"history: {exc}") from None
+    _require(cfg, f"history {args.table}", args.table, None, None, lake)
     hist = lake.history(args.table, limit=args.limit)
     lines = [
         f"{'version':>7}  {'timestamp':<32} {'operation':<10} {'rows':>8}  "
@@ -122,10 +176,9 @@ def _printable(table: Any, width: int = 60) -> Any:
 
 @command("show")
 def _cmd_show(args: argparse.Namespace, cfg: Config) -> int:
-    from vlsafety.lake import parse_table_ref
-
-    name, version = parse_table_ref(args.table)
+    name, version = _ref(args.table, "show")
     lake = _lake(cfg)
+    version = _require(cfg, f"show {args.table}", name, version, None, lake)
     table = lake.read_arrow(name, version=version)
     shown = table.slice(0, args.limit)
     if args.json:
@@ -134,7 +187,7 @@ def _cmd_show(args: argparse.Namespace, cfg: Config) -> int:
             json.dumps(
                 {
                     "table": name,
-                    "version": version if version is not None else lake.version(name),
+                    "version": version,
                     "rows": table.num_rows,
                     "data": rows,
                 },
@@ -147,20 +200,31 @@ def _cmd_show(args: argparse.Namespace, cfg: Config) -> int:
 
     with pd.option_context("display.max_columns", None, "display.width", 200):
         print(_printable(shown).to_string(index=False))
-    print(
-        f"({min(args.limit, table.num_rows)} of {table.num_rows} rows; {name}@{version if version is not None else lake.version(name)})"
-    )
+    print(f"({min(args.limit, table.num_rows)} of {table.num_rows} rows; {name}@{version})")
     return 0
 
 
 @command("diff")
 def _cmd_diff(args: argparse.Namespace, cfg: Config) -> int:
-    from vlsafety.lake import parse_table_ref
+    from vlsafety.kinds import TableKindError
     from vlsafety.lake_diff import diff_versions
 
-    (a_name, a_ver), (b_name, b_ver) = parse_table_ref(args.old), parse_table_ref(args.new)
-    lake = _lake(cfg, spark=True)
+    (a_name, a_ver), (b_name, b_ver) = _ref(args.old, "diff"), _ref(args.new, "diff")
+    what = f"diff {args.old} {args.new}"
+    probe = _probe(cfg)
+    a_ver = _require(cfg, what, a_name, a_ver, None, probe)
+    b_ver = _require(cfg, what, b_name, b_ver, None, probe)
     keys = args.key.split(",") if args.key else None
+    if probe is not None:  # the key columns, in both versions (diff_versions' default keys)
+        wanted = keys or probe.keys(b_name) or probe.keys(a_name)
+        for name, version in ((a_name, a_ver), (b_name, b_ver)):
+            absent = [k for k in wanted if k not in probe.schema(name, version).names]
+            if absent:
+                raise TableKindError(
+                    f"{what}: table {name!r} (version {version}) has no key column(s) {', '.join(absent)}"
+                    + ("" if args.key else " (give the columns to match rows on with --key)")
+                )
+    lake = _lake(cfg, spark=True)
     result = diff_versions(lake, a_name, a_ver, b_name, b_ver, keys=keys, limit=args.limit)
     _emit(args, result, "\n".join(_diff_lines(result)))
     return 0
@@ -253,6 +317,7 @@ def _run_one_stage(name: str, args: argparse.Namespace, cfg: Config) -> int:
     """One build stage as its own command: the same code, counts and MLflow records."""
     from vlsafety.pipeline import build
 
+    _require_stage_inputs(cfg, name, (name,))
     lake = _ctx(cfg)
     result = build(cfg, lake, stages=(name,), command=_command_line(args))
     stage = result.stages[0]
@@ -317,7 +382,9 @@ def _parse_weights(text: str | None, default: list[float]) -> list[float]:
 def _cmd_select(args: argparse.Namespace, cfg: Config) -> int:
     from pathlib import Path
 
-    from vlsafety.lake import parse_table_ref
+    import pyarrow.parquet as pq
+
+    from vlsafety.kinds import check_columns, selection_input
     from vlsafety.selection import select_table
     from vlsafety.tracking import track
 
@@ -328,20 +395,32 @@ def _cmd_select(args: argparse.Namespace, cfg: Config) -> int:
     # select.elite.n_max); select.n_max is Algorithm 1's benchmark size.
     default_n_max = cfg.select.n_max if mode == "greedy" else elite.n_max
     n_max = args.n_max if args.n_max is not None else default_n_max
-    lake = _lake(cfg, spark=args.out is not None)
+    kind = selection_input(
+        mode,
+        source_balancing=mode == "elite-filter" and elite.balance.max_source_share is not None,
+    )
+    what = f"select --input {args.input}"
     src = Path(args.input)
+    parquet = src.suffix == ".parquet" or src.is_file()
+    if parquet:
+        if not src.is_file():
+            raise UsageError(f"{what}: file not found")
+        check_columns(what, pq.read_schema(src).names, kind)
+    else:
+        name, version = _ref(args.input, "select --input")
+        version = _require(cfg, what, name, version, kind)
+    lake = _lake(cfg, spark=args.out is not None)
     with track(cfg, f"vlsafety select --input {args.input}", lake=lake) as rec:
-        if src.suffix == ".parquet" or (
-            src.exists() and not (src / "_delta_log").exists() and src.is_file()
-        ):
-            import pyarrow.parquet as pq
-
-            if not src.is_file():
-                raise FileNotFoundError(f"--input: {src} not found")
-            table = pq.read_table(src)
-        else:
-            name, version = parse_table_ref(args.input)
-            table = lake.read_arrow(name, version=version)
+        table = pq.read_table(src) if parquet else lake.read_arrow(name, version=version)
+        # a lake table (scored, a benchmark) names its ids and ELITE scores as the build
+        # writes them; select_table reads sample_id and elite_scores
+        renames = {"candidate_id": "sample_id", "elite": "elite_scores"}
+        names = {
+            c: n
+            for c, n in renames.items()
+            if c in table.column_names and n not in table.column_names
+        }
+        table = table.rename_columns([names.get(c, c) for c in table.column_names])
         category_names = None
         if args.taxonomy:
             from vlsafety.taxonomy import load_taxonomy
@@ -360,6 +439,8 @@ def _cmd_select(args: argparse.Namespace, cfg: Config) -> int:
             max_source_share=elite.balance.max_source_share,
             device=cfg.select.engine,
         )
+        back = {v: k for k, v in names.items()}
+        selected = selected.rename_columns([back.get(c, c) for c in selected.column_names])
         rejects = summary.pop("rejects", [])
         if args.out:
             summary["out_version"] = lake.write(selected, args.out, "overwrite")
@@ -393,6 +474,12 @@ def _cmd_build(args: argparse.Namespace, cfg: Config) -> int:
     from vlsafety.pipeline import BUILD_STAGES, build
 
     stages = tuple(args.stages.split(",")) if args.stages else BUILD_STAGES
+    unknown = [s for s in stages if s not in BUILD_STAGES]
+    if unknown:
+        raise UsageError(
+            f"build --stages: unknown stage(s) {', '.join(unknown)}; known: {', '.join(BUILD_STAGES)}"
+        )
+    _require_stage_inputs(cfg, "build", [s for s in BUILD_STAGES if s in stages])
     lake = _ctx(cfg)
     result = build(cfg, lake, stages=stages, command=_command_line(args))
     if args.json:
@@ -408,10 +495,23 @@ def _cmd_build(args: argparse.Namespace, cfg: Config) -> int:
 
 @command("update")
 def _cmd_update(args: argparse.Namespace, cfg: Config) -> int:
-    from vlsafety.lake import parse_table_ref
+    from vlsafety.kinds import CANDIDATE_EMBEDDINGS, IMAGES, JUDGMENTS, RESPONSES, SAMPLES, SCORED
     from vlsafety.pipeline import update
 
-    name, version = parse_table_ref(args.benchmark)
+    name, version = _ref(args.benchmark, "update --benchmark")
+    what = f"update --benchmark {args.benchmark}"
+    version = _require(cfg, what, name, version, SAMPLES)
+    _require(cfg, what, "scored", None, SCORED)  # the pool the replacements come from
+    _require(cfg, what, "images", None, IMAGES)
+    _require_present(
+        cfg,
+        what,
+        {
+            "candidate_embeddings": CANDIDATE_EMBEDDINGS,
+            "responses": RESPONSES,
+            "judgments": JUDGMENTS,
+        },
+    )
     lake = _ctx(cfg)
     summary = update(
         cfg,
@@ -438,10 +538,16 @@ def _cmd_update(args: argparse.Namespace, cfg: Config) -> int:
 
 @command("evaluate")
 def _cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
-    from vlsafety.lake import parse_table_ref
+    from vlsafety.kinds import BENCHMARK, IMAGES, JUDGMENTS, LEADERBOARD, RESPONSES
     from vlsafety.pipeline import evaluate
 
-    name, version = parse_table_ref(args.benchmark)
+    name, version = _ref(args.benchmark, "evaluate --benchmark")
+    what = f"evaluate --benchmark {args.benchmark}"
+    version = _require(cfg, what, name, version, BENCHMARK)
+    _require(cfg, what, "images", None, IMAGES)
+    _require_present(
+        cfg, what, {"responses": RESPONSES, "judgments": JUDGMENTS, "leaderboard": LEADERBOARD}
+    )
     models = [m for m in (args.models or "").split(",") if m] or list(cfg.models.victims)
     lake = _ctx(cfg)
     result = evaluate(cfg, lake, name, version, models, command=_command_line(args))
@@ -465,11 +571,13 @@ def _cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
 
 @command("export")
 def _cmd_export(args: argparse.Namespace, cfg: Config) -> int:
-    from vlsafety.lake import parse_table_ref
+    from vlsafety.kinds import SAMPLES
     from vlsafety.pipeline import export_benchmark
 
-    name, version = parse_table_ref(args.table)
-    meta = export_benchmark(_lake(cfg), name, version, args.out, fmt=args.format)
+    name, version = _ref(args.table, "export")
+    lake = _lake(cfg)
+    version = _require(cfg, f"export {args.table}", name, version, SAMPLES, lake)
+    meta = export_benchmark(lake, name, version, args.out, fmt=args.format)
     _emit(
         args,
         meta,
@@ -480,8 +588,20 @@ def _cmd_export(args: argparse.Namespace, cfg: Config) -> int:
 
 @command("report")
 def _cmd_report(args: argparse.Namespace, cfg: Config) -> int:
-    from vlsafety.pipeline import write_report
+    from vlsafety.kinds import SAMPLES
+    from vlsafety.pipeline import resolve_ref, write_report
 
+    what = f"report {args.ref}"
+    probe = _probe(cfg)
+    if "@" in args.ref:
+        name, version = _ref(args.ref, "report")
+        _require(cfg, what, name, version, SAMPLES, probe)
+    elif probe is not None:  # a table name, or else an MLflow run id
+        try:
+            name, version, _ = resolve_ref(cfg, probe, args.ref)
+        except ValueError as exc:
+            raise UsageError(f"{what}: {exc} (no table {args.ref!r} under {probe.root})") from None
+        _require(cfg, what, name, version, SAMPLES, probe)
     path = write_report(cfg, _ctx(cfg), args.ref, args.out)
     _emit(args, {"report": str(path)}, f"report written to {path}")
     return 0
@@ -611,10 +731,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _usage_error(exc: BaseException) -> bool:
+    """Exit 2: bad usage or config, or a table the command cannot read (missing, no such
+    version, or not of the kind it needs: :mod:`vlsafety.kinds`)."""
+    if isinstance(exc, UsageError | ConfigError):
+        return True
+    # the table errors' modules are loaded whenever one was raised: no import just to look
+    kinds, lake = sys.modules.get("vlsafety.kinds"), sys.modules.get("vlsafety.lake")
+    return (kinds is not None and isinstance(exc, kinds.TableKindError)) or (
+        lake is not None and isinstance(exc, lake.TableNotFoundError)
+    )
+
+
+def _spark_analysis_error(exc: BaseException) -> bool:
+    """A Spark ``AnalysisException`` (an unresolved column or table): the data is not what
+    the command needs. Commands check their inputs first; this is the last resort."""
+    errors = sys.modules.get("pyspark.errors")
+    return errors is not None and isinstance(exc, errors.AnalysisException)
+
+
+def _first_line(exc: BaseException) -> str:
+    message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    lines = message.strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    name = "vlsafety"
     try:
         args = build_parser().parse_args(argv)
+        name = args.command
         args.argv = argv
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO,
@@ -626,19 +773,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides.append(f"lake.root={args.lake}")
         cfg = load_config(args.conf, overrides)
         return _HANDLERS[args.command](args, cfg)
-    except (UsageError, ConfigError) as exc:
-        print(f"vlsafety: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
-        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(
-            f"vlsafety: error: {message.splitlines()[0] if message else type(exc).__name__}",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("vlsafety: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if _usage_error(exc):
+            print(f"vlsafety: error: {_first_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        if _spark_analysis_error(exc):
+            print(f"vlsafety: error: {name}: {_first_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        if isinstance(exc, ValueError | KeyError | FileNotFoundError | RuntimeError):
+            print(f"vlsafety: error: {_first_line(exc)}", file=sys.stderr)
+            return EXIT_FAILURE
+        raise
 
 
 if __name__ == "__main__":

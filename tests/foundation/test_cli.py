@@ -75,9 +75,9 @@ def test_diff_by_key(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (["--set", "nope.key=1", "tables"], "nope: unknown key", 2),
         (["--conf", "missing.yaml", "tables"], "missing.yaml: config file not found", 2),
         (["frobnicate"], "invalid choice", 2),
-        (["history", "Bad-Name"], "bad table name", 1),
-        (["show", "bench@x"], "must be an integer", 1),
-        (["history", "absent"], "not found", 1),
+        (["history", "Bad-Name"], "bad table name", 2),
+        (["show", "bench@x"], "must be an integer", 2),
+        (["history", "absent"], "not found", 2),
     ],
 )
 def test_errors_are_one_line(
@@ -100,3 +100,30 @@ def test_console_entry_point_runs(filled: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "bench" in proc.stdout
+
+
+def test_select_reads_a_scored_lake_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lake table names its ids and ELITE scores as the build writes them
+    (candidate_id, elite); select reads them as sample_id and elite_scores."""
+    root = tmp_path / "lake"
+    n = 6
+    scored = pa.table(
+        {
+            "candidate_id": [f"c{i}" for i in range(n)],
+            "category": ["a", "b"] * 3,
+            "embedding": pa.array([[1.0, float(i)] for i in range(n)], pa.list_(pa.float32())),
+            "p_h": [0.5, 0.4, 0.6, 0.2, 0.5, 0.9],
+            "harm": [0.9, 0.1, 0.5, 0.7, 0.3, 0.6],
+            "elite": pa.array([[12.0, 14.0, 3.0]] * n, pa.list_(pa.float64())),
+        }
+    )
+    Lake(root).write(scored, "scored", "overwrite", keys=["candidate_id"])
+    base = ["--lake", str(root), "--set", "tracking.enabled=false", "select"]
+    rc, out, err = _run(capsys, *base, "--input", "scored@0", "--n-max", "2", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["n_selected"] == 2
+    rc, out, err = _run(capsys, *base, "--input", "scored", "--mode", "elite-filter", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["n_selected"] == n  # two votes of three reach the threshold
