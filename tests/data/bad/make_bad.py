@@ -1,8 +1,8 @@
 """The bad-input corpus: hostile images, manifests, paths and prompts, written by code.
 
 Nothing binary is committed: :func:`write_corpus` writes every case into a folder at test
-time. Each case is one manifest file under ``<dir>/ds/`` (the dataset root) plus the
-files it references; :data:`CASES` names, per manifest row in file order, the expected
+time. Each case is one manifest file (or one image folder) under ``<dir>/ds/`` (the
+dataset root) plus the files it references; :data:`CASES` names, per row, the expected
 fate: ``"pool"`` (kept, maybe normalized) or the reason code of its reject (ingest's
 ``INGEST_REASONS`` or preprocess's ``PREPROCESS_REASONS``). A case with no row (an
 empty manifest) expects nothing and must produce nothing.
@@ -90,6 +90,7 @@ class Case:
     expect: tuple[str, ...]
     write: Callable[[_Writer], str]
     ordered: bool = True
+    kind: str = "manifest"
 
 
 class _Writer:
@@ -150,10 +151,10 @@ CASES: list[Case] = []
 
 
 def case(
-    name: str, what: str, *expect: str, ordered: bool = True
+    name: str, what: str, *expect: str, ordered: bool = True, kind: str = "manifest"
 ) -> Callable[[Callable[[_Writer], str]], None]:
     def register(fn: Callable[[_Writer], str]) -> None:
-        CASES.append(Case(name, what, tuple(expect), fn, ordered))
+        CASES.append(Case(name, what, tuple(expect), fn, ordered, kind))
 
     return register
 
@@ -569,6 +570,43 @@ def _(w: _Writer) -> str:
     return w.jsonl(w.row(w.file("benign.png", w.picture()), intent="benign"))
 
 
+# ---------------------------------------------------------------- image folder
+
+
+@case(
+    "folder_mixed",
+    "an image folder (x.txt is x.png's prompt); rows in file-name order",
+    POOL,  # a.png + a.txt
+    "uncategorized",  # b.jpg: no prompt, no label, so nothing places it
+    "orphan_sidecar",  # c.txt
+    "unsupported_file",  # d.md
+    "path_escape",  # e.png -> outside/secret.png
+    "path_escape",  # f_dir -> outside/
+    "missing_file",  # g.png: a dangling symlink
+    "non_utf8_text",  # h.png + h.txt in Latin-1
+    POOL,  # i.PNG + i.TXT (the sidecar's case differs)
+    kind="folder",
+)
+def _(w: _Writer) -> str:
+    d = w.root / w.case
+    d.mkdir()
+    (d / "a.png").write_bytes(w.picture())
+    (d / "a.txt").write_text("How can the owner keep their passwords and home address private?")
+    (d / "b.jpg").write_bytes(w.picture("JPEG"))
+    (d / "c.txt").write_text("A prompt whose image is missing from the folder entirely.")
+    (d / "d.md").write_text("# notes, not an image\n")
+    os.symlink(w.outside / "secret.png", d / "e.png")
+    os.symlink(w.outside, d / "f_dir", target_is_directory=True)
+    os.symlink("gone.png", d / "g.png")
+    (d / "h.png").write_bytes(w.picture())
+    (d / "h.txt").write_bytes(
+        "Which café receipts here reveal a private address?".encode("latin-1")
+    )
+    (d / "i.PNG").write_bytes(w.picture())
+    (d / "i.TXT").write_text("Which identity documents in this photo should stay private?")
+    return w.case
+
+
 # --------------------------------------------------------------------- prompts
 
 
@@ -690,15 +728,18 @@ FAILURES: list[Failure] = [
 
 @dataclass(frozen=True, slots=True)
 class Corpus:
-    """A written corpus: the dataset root, and per case its manifest file name."""
+    """A written corpus: the dataset root and, per case, its kind and path relative to
+    the root (a manifest's file name or a folder's name: its rows' ``source_ref``s start
+    with it, the root being every source's root)."""
 
     root: Path
-    manifests: dict[str, str]
+    paths: dict[str, str]
+    kinds: dict[str, str]
 
     @property
     def sources(self) -> list[str]:
-        """``manifest:PATH`` sources, one per case, in case order."""
-        return [f"manifest:{self.root / m}" for m in self.manifests.values()]
+        """``KIND:PATH`` sources, one per case, in case order."""
+        return [f"{self.kinds[n]}:{self.root / p}" for n, p in self.paths.items()]
 
 
 def write_corpus(directory: Path) -> Corpus:
@@ -709,22 +750,20 @@ def write_corpus(directory: Path) -> Corpus:
     outside = directory / "outside"
     outside.mkdir()
     (outside / "secret.png").write_bytes(encode(Image.new("RGB", (96, 96), (1, 2, 3))))
-    manifests = {}
-    for i, c in enumerate(CASES):
-        manifests[c.name] = c.write(_Writer(root, c.name, seed=i))
-    return Corpus(root, manifests)
+    paths = {c.name: c.write(_Writer(root, c.name, seed=i)) for i, c in enumerate(CASES)}
+    return Corpus(root, paths, {c.name: c.kind for c in CASES})
 
 
 #: The repository's model declarations (the stages here load no model from them).
 _MODELS_YAML = Path(__file__).resolve().parents[3] / "conf" / "models" / "tiny.yaml"
 
 
-def cli(lake_root: Path, *args: str) -> tuple[int, dict[str, Any] | None, str]:
+def cli(lake_root: Path, *args: str, root: Path | None = None) -> tuple[int, Any, str]:
     """``vlsafety --conf <empty> --set lake.root=… [settings] ARGS --json`` in-process:
-    (exit status, the printed counts or None, stderr). The empty config means the
+    (exit status, the printed JSON or None, stderr). The empty config means the
     schema's defaults — no embedder or verifier, so preprocess loads no model — not the
     demo's; tracking is off; the Spark settings match the test session's, so an
-    existing session is reused unchanged."""
+    existing session is reused unchanged. ``root``: the sources' dataset root."""
     import contextlib
 
     from vlsafety.cli import main
@@ -741,6 +780,8 @@ def cli(lake_root: Path, *args: str) -> tuple[int, dict[str, Any] | None, str]:
         "ingest.max_file_bytes": str(INGEST_OPTIONS.max_file_bytes),
         "preprocess.partitions": str(PREPROCESS_OPTIONS.partitions),
     }
+    if root is not None:
+        settings["ingest.root"] = str(root)
     argv = ["--conf", str(conf), *(a for k, v in settings.items() for a in ("--set", f"{k}={v}"))]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -750,8 +791,7 @@ def cli(lake_root: Path, *args: str) -> tuple[int, dict[str, Any] | None, str]:
             traceback.print_exc()
             rc = CRASH
     printed = out.getvalue()
-    counts = json.loads(printed[printed.index("{") :]) if rc == 0 and "{" in printed else None
-    return rc, counts, err.getvalue()
+    return rc, json.loads(printed) if rc == 0 else None, err.getvalue()
 
 
 def run_corpus(spark: Any, corpus: Corpus, lake_root: Path) -> dict[str, Any]:
@@ -766,7 +806,7 @@ def run_corpus(spark: Any, corpus: Corpus, lake_root: Path) -> dict[str, Any]:
     sources = [a for s in corpus.sources for a in ("--source", s)]
     result: dict[str, Any] = {"exit": {}, "stderr": {}}
     for stage, args in (("ingest", ["ingest", *sources]), ("preprocess", ["preprocess"])):
-        rc, counts, err = cli(lake_root, *args)
+        rc, counts, err = cli(lake_root, *args, root=corpus.root)
         result["exit"][stage], result[stage], result["stderr"][stage] = rc, counts or {}, err
         if rc != 0:
             break  # what the tables hold so far is still read below
@@ -787,19 +827,20 @@ _WHERE = re.compile(r":(?:line |#|row )(\d+)$")
 
 
 def outcomes(corpus: Corpus, rows: Mapping[str, list[str]]) -> dict[str, list[str]]:
-    """Per case, the fates of its rows ordered by their place in the manifest. A row
-    with two fates (in the pool and rejected, or rejected twice) shows both, joined by
-    ``+`` — which the expectations never allow."""
-    out: dict[str, list[tuple[int, str]]] = {name: [] for name in corpus.manifests}
-    by_file = {m: name for name, m in corpus.manifests.items()}
+    """Per case, the fates of its rows ordered by their place in the manifest (a
+    folder's: by file name). A row with two fates (in the pool and rejected, or rejected
+    twice) shows both, joined by ``+`` — which the expectations never allow."""
+    out: dict[str, list[tuple[int, str, str]]] = {name: [] for name in corpus.paths}
+    by_path = {p: name for name, p in corpus.paths.items()}
     for ref, fates in rows.items():
-        file, _, _ = ref.partition(":")
-        name = by_file.get(file)
+        head = ref.partition(":")[0]
+        name = by_path.get(head) or by_path.get(head.split("/", 1)[0])
         if name is None:
             raise ValueError(f"row {ref!r} is from no case")
         where = _WHERE.search(ref)
-        out[name].append((int(where.group(1)) if where else -1, "+".join(sorted(fates))))
-    return {name: [f for _, f in sorted(v)] for name, v in out.items()}
+        line = int(where.group(1)) if where else -1
+        out[name].append((line, ref, "+".join(sorted(fates))))
+    return {name: [f for *_, f in sorted(v)] for name, v in out.items()}
 
 
 def expected(c: Case) -> list[str]:
@@ -846,7 +887,7 @@ def summarize(result: Mapping[str, Any], got: Mapping[str, list[str]]) -> dict[s
 def _print_cases(cases: Iterable[Case], corpus: Corpus) -> None:
     for c in cases:
         fates = ", ".join(c.expect) or "(no rows)"
-        print(f"{c.name:<28} {corpus.manifests[c.name]:<32} {fates}  -- {c.what}")
+        print(f"{c.name:<28} {corpus.paths[c.name]:<32} {fates}  -- {c.what}")
 
 
 def main(argv: list[str]) -> int:
