@@ -91,6 +91,8 @@ class Case:
     write: Callable[[_Writer], str]
     ordered: bool = True
     kind: str = "manifest"
+    #: what preprocess did to the kept image (a note of the pool's ``normalization``)
+    normalized: str | None = None
 
 
 class _Writer:
@@ -151,10 +153,15 @@ CASES: list[Case] = []
 
 
 def case(
-    name: str, what: str, *expect: str, ordered: bool = True, kind: str = "manifest"
+    name: str,
+    what: str,
+    *expect: str,
+    ordered: bool = True,
+    kind: str = "manifest",
+    normalized: str | None = None,
 ) -> Callable[[Callable[[_Writer], str]], None]:
     def register(fn: Callable[[_Writer], str]) -> None:
-        CASES.append(Case(name, what, tuple(expect), fn, ordered, kind))
+        CASES.append(Case(name, what, tuple(expect), fn, ordered, kind, normalized))
 
     return register
 
@@ -220,13 +227,18 @@ def _(w: _Writer) -> str:
     return _one_image(w, "one_pixel.png", encode(Image.new("RGB", (1, 1), (200, 10, 10))))
 
 
-@case("img_cmyk", "a CMYK JPEG (normalized to RGB)", POOL)
+@case("img_cmyk", "a CMYK JPEG (normalized to RGB)", POOL, normalized="cmyk_to_rgb")
 def _(w: _Writer) -> str:
     im = scene(w.rng).resize((160, 120)).convert("CMYK")
     return _one_image(w, "cmyk.jpg", encode(im, "JPEG", quality=90))
 
 
-@case("img_16bit", "a 16-bit grayscale PNG (I;16, normalized to 8-bit L)", POOL)
+@case(
+    "img_16bit",
+    "a 16-bit grayscale PNG (I;16, normalized to 8-bit L)",
+    POOL,
+    normalized="int16_to_l",
+)
 def _(w: _Writer) -> str:
     ramp = np.linspace(0, 65535, 160 * 120).reshape(120, 160)
     noise = w.rng.integers(0, 4096, size=(120, 160))
@@ -234,20 +246,35 @@ def _(w: _Writer) -> str:
     return _one_image(w, "sixteen_bit.png", encode(Image.fromarray(arr)))
 
 
-@case("img_palette_transparency", "a palette PNG with a transparent index", POOL)
+@case(
+    "img_palette_transparency",
+    "a palette PNG with a transparent index",
+    POOL,
+    normalized="alpha_composited_on_white",
+)
 def _(w: _Writer) -> str:
     pal = scene(w.rng).resize((160, 120)).convert("P", palette=Image.Palette.ADAPTIVE, colors=32)
     return _one_image(w, "palette_alpha.png", encode(pal, transparency=0))
 
 
-@case("img_animated_gif", "a 3-frame animated GIF (first frame kept)", POOL)
+@case(
+    "img_animated_gif",
+    "a 3-frame animated GIF (first frame kept)",
+    POOL,
+    normalized="first_frame_of_3",
+)
 def _(w: _Writer) -> str:
     frames = [scene(w.rng).resize((160, 120)) for _ in range(3)]
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
     return _one_image(w, "animated.gif", data)
 
 
-@case("img_exif_rotated", "a JPEG with EXIF orientation 6 (rotated when shown)", POOL)
+@case(
+    "img_exif_rotated",
+    "a JPEG with EXIF orientation 6 (rotated when shown)",
+    POOL,
+    normalized="exif_orientation_6_applied",
+)
 def _(w: _Writer) -> str:
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -265,7 +292,7 @@ def _(w: _Writer) -> str:
     return _one_image(w, "float.tif", encode(Image.fromarray(arr, mode="F"), "TIFF"))
 
 
-@case("img_bilevel", "a 1-bit PNG (normalized to L)", POOL)
+@case("img_bilevel", "a 1-bit PNG (normalized to L)", POOL, normalized="bilevel_to_l")
 def _(w: _Writer) -> str:
     return _one_image(w, "bilevel.png", encode(scene(w.rng).resize((160, 120)).convert("1")))
 
@@ -799,8 +826,9 @@ def run_corpus(spark: Any, corpus: Corpus, lake_root: Path) -> dict[str, Any]:
     into a lake at ``lake_root``.
 
     Returns ``{"exit": {stage: status}, "ingest": counts, "preprocess": counts,
-    "rows": {source_ref: [fate, …]}}``, a fate being ``"pool"`` or
-    ``"<stage>:<reason>"``."""
+    "rows": {source_ref: [fate, …]}, "normalization": {source_ref: note}}``, a fate
+    being ``"pool"`` or ``"<stage>:<reason>"``, a note what preprocess did to a kept
+    image (None: nothing)."""
     from vlsafety.lake import Lake
 
     sources = [a for s in corpus.sources for a in ("--source", s)]
@@ -812,9 +840,11 @@ def run_corpus(spark: Any, corpus: Corpus, lake_root: Path) -> dict[str, Any]:
             break  # what the tables hold so far is still read below
     lake = Lake(lake_root, spark)
     rows: dict[str, list[str]] = {}
+    result["normalization"] = {}
     if lake.exists("pool"):
-        for r in lake.read_arrow("pool", columns=["source_ref"]).to_pylist():
+        for r in lake.read_arrow("pool", columns=["source_ref", "normalization"]).to_pylist():
             rows.setdefault(r["source_ref"], []).append(POOL)
+            result["normalization"][r["source_ref"]] = r["normalization"]
     if lake.exists("rejects"):
         cols = ["stage", "reason", "source_ref"]
         for r in lake.read_arrow("rejects", columns=cols).to_pylist():

@@ -58,6 +58,16 @@ def test_case_ends_where_expected(corpus_run: dict[str, Any], case: Case) -> Non
     assert matches(case, got), f"{case.what}: got {got}, expected {expected(case)}"
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c.normalized], ids=lambda c: c.name)
+def test_odd_but_usable_images_are_normalized(corpus_run: dict[str, Any], case: Case) -> None:
+    notes = [
+        note
+        for ref, note in corpus_run["result"]["normalization"].items()
+        if ref.startswith(f"{corpus_run['corpus'].paths[case.name]}:")
+    ]
+    assert len(notes) == 1 and case.normalized in (notes[0] or "").split(";"), notes
+
+
 def test_both_runs_exit_zero_and_counts_balance(corpus_run: dict[str, Any]) -> None:
     result = corpus_run["result"]
     assert result["exit"] == {"ingest": 0, "preprocess": 0}
