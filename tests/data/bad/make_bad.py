@@ -905,7 +905,10 @@ def summarize(result: Mapping[str, Any], got: Mapping[str, list[str]]) -> dict[s
         "pool": fates.get(POOL, 0),
         "rejected": dict(sorted((k, v) for k, v in fates.items() if k != POOL)),
         **{
-            stage: {k: result.get(stage, {}).get(k) for k in ("rows_in", "rows_out", "rejected")}
+            stage: {
+                k: result.get(stage, {}).get(k)
+                for k in ("rows_in", "rows_out", "rejected", "duration_s")
+            }
             for stage in ("ingest", "preprocess")
         },
         "exit": dict(result["exit"]),
