@@ -150,6 +150,25 @@ def test_manifest_without_the_columns_is_a_clear_error(tmp_path: Path) -> None:
         list(iter_source(f"manifest:{path}"))
 
 
+@pytest.mark.parametrize(("encoding", "name"), [("utf-16", "UTF-16-LE"), ("utf-32", "UTF-32-LE")])
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_a_utf16_or_utf32_manifest_is_one_reject_naming_its_encoding(
+    tmp_path: Path, encoding: str, name: str, suffix: str
+) -> None:
+    rows = [{"image": None, "text": f"A text-only prompt number {i} for the test."} for i in (1, 2)]
+    if suffix == ".csv":
+        body = "image,text\n" + "".join(f",{r['text']}\n" for r in rows)
+    elif suffix == ".json":
+        body = json.dumps(rows)
+    else:
+        body = "".join(json.dumps(r) + "\n" for r in rows)
+    path = write(tmp_path / f"m{suffix}", body.encode(encoding))
+    recs, rejs = split(list(iter_source(f"manifest:{path}")))
+    assert recs == [] and len(rejs) == 1
+    assert rejs[0].reason == "bad_record" and name in rejs[0].detail
+    assert rejs[0].source_ref == f"m{suffix}:line 1"
+
+
 def test_manifest_parquet_with_embedded_bytes(tmp_path: Path) -> None:
     table = pa.table(
         {

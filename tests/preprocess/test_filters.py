@@ -13,6 +13,7 @@ from PIL import Image
 from vlsafety.ingest import image_id_of
 from vlsafety.ingest.demo_data import _png_bomb_header
 from vlsafety.preprocess import PreprocessOptions, check_image, check_text, normalize_text
+from vlsafety.preprocess._filters import visible_text
 
 OPTS = PreprocessOptions()
 
@@ -192,10 +193,25 @@ def test_short_prompt_counts_characters_not_bytes() -> None:
     assert check_text("é" * 25, None, OPTS) is None  # 50 bytes, 25 characters
 
 
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("\x00\x07\x1b\x7f" * 10, "empty_text"),  # control characters only
+        ("\u200b\u200d\u202e\ufeff" * 10, "empty_text"),  # zero-width, bidi, BOM only
+        ("\x00" * 30 + "Is this fair?", "short_prompt"),  # 13 visible characters
+        ("Describe\x1b[31m this\x00 picture in a few careful words.", None),
+    ],
+)
+def test_invisible_characters_do_not_count(text: str, reason: str | None) -> None:
+    got = check_text(text, None, OPTS)
+    assert (got[0] if got else None) == reason
+
+
 @given(st.text(max_size=60))
 def test_check_text_boundary(text: str) -> None:
     got = check_text(text, None, OPTS)
-    n = len(text.strip())
+    n = len(visible_text(text))
+    assert n <= len(text.strip())
     if n == 0:
         assert got is not None and got[0] == "empty_text"
     elif n <= 24:

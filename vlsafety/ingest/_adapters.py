@@ -25,6 +25,7 @@ from vlsafety.ingest._readers import (
     BadRow,
     clean_text,
     csv_header,
+    foreign_bom,
     iter_csv,
     iter_json_list,
     iter_parquet,
@@ -322,6 +323,12 @@ def manifest(path: Path, options: IngestOptions) -> Iterator[Scanned]:
     icol, tcol = options.image_col, options.text_col
     is_parquet = path.suffix.lower() == ".parquet"
     binary_image = False
+    encoding = None if is_parquet else foreign_bom(path)
+    if encoding is not None:  # one reject naming the encoding, not one per garbled line
+        yield ctx.note(path, True, "manifest")
+        detail = f"{ctx.rel(path)}: the file is {encoding} (byte-order mark); save it as UTF-8"
+        yield ctx.reject("bad_record", detail, ctx.ref(path, "line 1"))
+        return
     if is_parquet:
         import pyarrow.parquet as pq
 

@@ -20,6 +20,7 @@ __all__ = [
     "Row",
     "clean_text",
     "csv_header",
+    "foreign_bom",
     "iter_csv",
     "iter_jsonl",
     "iter_parquet",
@@ -77,6 +78,24 @@ def read_text_file(path: Path) -> tuple[str, str | None]:
         raw = raw[3:]
     text, err = clean_text(raw)
     return (text or "").strip(), err
+
+
+#: Byte-order marks of the encodings a text manifest must not be in (UTF-8 is read).
+_FOREIGN_BOMS: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xfe\x00\x00", "UTF-32-LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32-BE"),
+    (b"\xff\xfe", "UTF-16-LE"),
+    (b"\xfe\xff", "UTF-16-BE"),
+)
+
+
+def foreign_bom(path: Path) -> str | None:
+    """The encoding a UTF-16/32 byte-order mark at the start of ``path`` names, else
+    None. Read as UTF-8, such a file would come apart into one bad record per line (and
+    a stray one per NUL), each blamed on JSON or CSV syntax."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return next((name for bom, name in _FOREIGN_BOMS if head.startswith(bom)), None)
 
 
 def _decode(path: Path) -> str:

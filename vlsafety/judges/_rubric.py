@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,22 +141,19 @@ def _value(c: Criterion, raw: Any) -> int:
     return value
 
 
-def _find_object(value: Any, keys: set[str]) -> Mapping[str, Any] | None:
-    """The first dict (depth-first) holding any rubric key, its keys lower-cased."""
+def _find_objects(value: Any, keys: set[str]) -> Iterator[Mapping[str, Any]]:
+    """The dicts holding any rubric key (depth-first, not looking inside one found),
+    their keys lower-cased."""
     if isinstance(value, Mapping):
         lowered = {str(k).strip().lower(): v for k, v in value.items()}
         if keys & set(lowered):
-            return lowered
+            yield lowered
+            return
         for v in value.values():
-            found = _find_object(v, keys)
-            if found is not None:
-                return found
+            yield from _find_objects(v, keys)
     elif isinstance(value, list):
         for v in value:
-            found = _find_object(v, keys)
-            if found is not None:
-                return found
-    return None
+            yield from _find_objects(v, keys)
 
 
 def _json_candidates(text: str) -> list[Any]:
@@ -197,11 +194,30 @@ def _line_values(text: str, rubric: Rubric) -> dict[str, str]:
     return found
 
 
+def _check_agreement(objects: list[Mapping[str, Any]], rubric: Rubric) -> None:
+    """Several JSON objects (a judge quoting an answer that carries its own "scores",
+    then giving its verdict) must not disagree on a value: which one is the verdict is
+    a guess, so it is an error, as conflicting ``key: value`` lines are."""
+    for c in rubric.criteria:
+        seen: set[str] = set()
+        for o in objects:
+            if c.name in o:
+                try:
+                    seen.add(str(_value(c, o[c.name])))
+                except RubricParseError:
+                    seen.add(repr(o[c.name]))
+        if len(seen) > 1:
+            raise RubricParseError(
+                f"{c.name}: conflicting values {sorted(seen)} in several JSON objects"
+            )
+
+
 def parse_rubric(text: str, rubric: Rubric) -> dict[str, int]:
     """Every rubric value from a judge's answer, or :class:`RubricParseError`.
 
     Tries, in order: a JSON object (whole answer, inside code fences, or followed by other
-    text; the first object holding a rubric key, also nested), then ``key: value`` lines
+    text; the first object holding a rubric key, also nested; several such objects must
+    agree on every value they share), then ``key: value`` lines
     (``refused: 0``, ``**toxicity**: 3``, ``- specific = 4``). Values must be integers in
     the criterion's range (``0``/``1`` also as true/false/yes/no for ``refused``); a missing
     or out-of-range value is an error, never a default.
@@ -209,11 +225,9 @@ def parse_rubric(text: str, rubric: Rubric) -> dict[str, int]:
     if not isinstance(text, str):
         raise RubricParseError(f"answer is not text but {type(text).__name__}")
     keys = set(rubric.names)
-    obj: Mapping[str, Any] | None = None
-    for candidate in _json_candidates(text):
-        obj = _find_object(candidate, keys)
-        if obj is not None:
-            break
+    found = [o for c in _json_candidates(text) for o in _find_objects(c, keys)]
+    _check_agreement(found, rubric)
+    obj = found[0] if found else None
     source: Mapping[str, Any] = obj if obj is not None else _line_values(text, rubric)
     if not source:
         raise RubricParseError(

@@ -48,6 +48,7 @@ __all__ = [
     "check_text",
     "fine_hash",
     "normalize_text",
+    "visible_text",
 ]
 
 #: Reason codes the preprocess stage writes to ``rejects``.
@@ -60,7 +61,7 @@ PREPROCESS_REASONS: dict[str, str] = {
     "decompression_bomb": "the image claims more pixels than the configured cap",
     "low_resolution": "the image's shorter side is below the minimum",
     "unsupported_mode": "the image mode has no canonical RGB/L display mapping",
-    "empty_text": "the prompt is empty or whitespace",
+    "empty_text": "the prompt is empty or only whitespace, control or format characters",
     "short_prompt": "the prompt has at most short_prompt_max characters (paper: 24)",
     "oversized_text": "the prompt is longer than max_text_chars",
     "non_utf8_text": "the prompt was not valid UTF-8 in its source",
@@ -234,6 +235,21 @@ def normalize_text(text: str | None) -> str | None:
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
+#: Unicode categories a reader cannot see: control (NUL, BEL, ESC …) and format
+#: characters (zero-width spaces and joiners, bidi overrides, a stray BOM).
+_INVISIBLE = frozenset({"Cc", "Cf"})
+
+
+def visible_text(text: str) -> str:
+    """``text`` without its control and format characters (whitespace kept), stripped:
+    what a reader sees. A prompt of NULs or zero-width spaces is empty, not 40 long."""
+    if not text.isprintable():  # fast path: most prompts hold nothing to remove
+        text = "".join(
+            ch for ch in text if ch.isspace() or unicodedata.category(ch) not in _INVISIBLE
+        )
+    return text.strip()
+
+
 def check_text(
     text: str | None, text_error: str | None, options: PreprocessOptions
 ) -> tuple[str, str] | None:
@@ -241,15 +257,16 @@ def check_text(
 
     A missing prompt (None) is allowed — an image-only sample gets its prompt from the
     generation agent; the paper's ≤ 24-character rule applies when a prompt exists.
-    Length is counted in Unicode code points of the stripped text.
+    Length is counted in Unicode code points of the :func:`visible_text` (the prompt
+    itself is kept as the source wrote it).
     """
     if text_error is not None:
         return "non_utf8_text", text_error
     if text is None:
         return None
-    stripped = text.strip()
+    stripped = visible_text(text)
     if not stripped:
-        return "empty_text", "the prompt is empty or whitespace only"
+        return "empty_text", "the prompt is empty or only whitespace/invisible characters"
     n = len(stripped)
     if n <= options.short_prompt_max:
         return "short_prompt", f"{n} characters <= {options.short_prompt_max}: {stripped!r}"
