@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -17,6 +17,73 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from vlsafety.lake import Lake
+    from vlsafety.models import ModelSpec
+
+
+#: Test folders that share one expensive fixture (a whole build, a Spark cluster) and run
+#: longest: under pytest-xdist each is one unit of work, handed out first so that they run
+#: side by side on different workers instead of one after the other.
+HEAVY = ("tests/e2e/", "tests/cluster/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Heavy folders first (stable: the order inside a folder is kept)."""
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return next((i for i, h in enumerate(HEAVY) if path.startswith(h)), len(HEAVY))
+
+    items.sort(key=rank)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Like ``--dist loadscope`` (a module's tests share its fixtures on one worker), with
+    each HEAVY folder one scope and the scopes handed out in collection order."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class HeavyFirst(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return next((h for h in HEAVY if path.startswith(h)), path)
+
+    config.option.loadscopereorder = False
+    return HeavyFirst(config, log)
+
+
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every pytest-xdist worker of this run shares (the run's base temp otherwise)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def tiny_models_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight models, built once per run and shared by every worker.
+
+    make_tiny reuses a complete folder; the lock makes parallel workers wait for the one
+    that builds it instead of each building its own.
+    """
+    from filelock import FileLock
+
+    from vlsafety.models.tiny import make_tiny
+
+    root = shared_tmp(tmp_path_factory)
+    with FileLock(str(root / "tiny-models.lock")):
+        return make_tiny(root / "tiny-models")
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tiny_models_yaml: Path) -> Path:
+    """The folder of ``tiny_models_yaml`` (``models.root`` of the tiny configs)."""
+    return tiny_models_yaml.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_specs(tiny_models_yaml: Path) -> dict[str, ModelSpec]:
+    from vlsafety.models import load_model_specs
+
+    return load_model_specs(tiny_models_yaml)
 
 
 @pytest.fixture(scope="session")

@@ -220,13 +220,13 @@ def _lake_args(root: Path, name: str, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def builds(standalone: Standalone, tmp_path_factory: pytest.TempPathFactory) -> Builds:
+def builds(
+    standalone: Standalone, tmp_path_factory: pytest.TempPathFactory, tiny_models_dir: Path
+) -> Builds:
     from vlsafety.cli import main
-    from vlsafety.models.tiny import make_tiny
 
     root = tmp_path_factory.mktemp("cluster-build")
-    # the session's shared tiny models (tests/e2e uses the same folder): built once
-    models_dir = make_tiny(tmp_path_factory.getbasetemp() / "tiny-models").parent
+    models_dir = tiny_models_dir
     assert main(["demo-data", str(root / "data"), "--n", "24", "--seed", "3"]) == 0
     conf = _write_config(root, models_dir)
 

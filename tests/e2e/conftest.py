@@ -47,14 +47,6 @@ def e2e_overrides(root: Path, models_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vlsafety.models.tiny import make_tiny
-
-    # the session's shared folder (tests/models etc. use it too): built once per session
-    return make_tiny(tmp_path_factory.getbasetemp() / "tiny-models").parent
-
-
-@pytest.fixture(scope="session")
 def e2e(
     spark: Any, tmp_path_factory: pytest.TempPathFactory, tiny_models_dir: Path
 ) -> Iterator[E2E]:
