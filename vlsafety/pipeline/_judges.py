@@ -164,7 +164,9 @@ def read_labels(source: str, lake: Lake | None = None) -> pa.Table:
     bad = ~np.isin(flat, (0.0, 1.0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"--labels {source}: label must be 0/1; row {i} holds {values[i]!r}")
+        raise ValueError(
+            f"--labels {source}: label must be 0/1; row {i} holds {label[i].as_py()!r}"
+        )
     out = table.select(keys).cast(pa.schema([(k, pa.string()) for k in keys]))
     out = out.append_column("label", pa.array(flat.astype(np.int8)))
     dup = out.group_by(keys).aggregate([([], "count_all")])
