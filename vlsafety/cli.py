@@ -569,6 +569,42 @@ def _cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+@command("judges")
+def _cmd_judges(args: argparse.Namespace, cfg: Config) -> int:
+    from vlsafety.kinds import BENCHMARK, JUDGE_AGREEMENT, JUDGMENTS, RESPONSES
+    from vlsafety.pipeline import judge_agreement, read_labels
+
+    name, version = _ref(args.benchmark, "judges --benchmark")
+    what = f"judges --benchmark {args.benchmark}"
+    probe = _probe(cfg)
+    version = _require(cfg, what, name, version, BENCHMARK, probe)
+    _require(cfg, what, "responses", None, RESPONSES, probe)
+    _require(cfg, what, "judgments", None, JUDGMENTS, probe)
+    _require_present(cfg, what, {"judge_agreement": JUDGE_AGREEMENT})
+    labels = None
+    if args.labels:
+        try:  # read and checked before Spark starts
+            labels = read_labels(args.labels, probe)
+        except ValueError as exc:
+            raise UsageError(str(exc).splitlines()[0]) from None
+    models = [m for m in (args.models or "").split(",") if m] or None
+    lake = _ctx(cfg)
+    result = judge_agreement(
+        cfg,
+        lake,
+        name,
+        version,
+        models=models,
+        labels=labels,
+        labels_source=args.labels,
+        command=_command_line(args),
+    )
+    from vlsafety.pipeline._judges import format_agreement
+
+    _emit(args, result, format_agreement(result))
+    return 0
+
+
 @command("export")
 def _cmd_export(args: argparse.Namespace, cfg: Config) -> int:
     from vlsafety.kinds import SAMPLES
@@ -715,6 +751,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("evaluate", "evaluate models on a pinned benchmark version")
     s.add_argument("--benchmark", required=True, metavar="TABLE@VERSION")
     s.add_argument("--models", help="comma-separated model ids (default: models.victims)")
+    s.add_argument("--json", action="store_true")
+
+    s = add("judges", "agreement of the judge panel (Fleiss' / Cohen's kappa, ELITE, labels)")
+    s.add_argument("--benchmark", required=True, metavar="TABLE[@VERSION]")
+    s.add_argument(
+        "--models",
+        help="comma-separated victim model ids (default: the models of the latest "
+        "evaluate run of the version, else models.victims)",
+    )
+    s.add_argument(
+        "--labels",
+        metavar="FILE|TABLE",
+        help="human labels: parquet/csv/jsonl (or a lake table) with label (0/1) and "
+        "request_key, or candidate_id and model_id",
+    )
     s.add_argument("--json", action="store_true")
 
     s = add("export", "write a shareable folder of a benchmark version")

@@ -26,6 +26,7 @@ __all__ = [
     "CANDIDATES",
     "CANDIDATE_EMBEDDINGS",
     "IMAGES",
+    "JUDGE_AGREEMENT",
     "JUDGMENTS",
     "LEADERBOARD",
     "POOL",
@@ -120,6 +121,12 @@ SCORED = Kind(
 #: (``vlsafety.pipeline.LEADERBOARD_KEYS``).
 LEADERBOARD = Kind(
     "a leaderboard", ("benchmark", "benchmark_version", "model_id", "category", "panel")
+)
+#: ``judge_agreement``, appended to by ``vlsafety judges``
+#: (``vlsafety.pipeline._judges.AGREEMENT_KEYS``).
+JUDGE_AGREEMENT = Kind(
+    "a judge agreement table",
+    ("agreement_id", "benchmark", "benchmark_version", "group", "metric", "rater", "value"),
 )
 #: What ``evaluate`` answers and judges: the build's benchmark schema (candidate ids).
 BENCHMARK = Kind("a benchmark", ("candidate_id", "image_id", "text", "category"))

@@ -3,7 +3,8 @@
 Sections: leaderboard, quality metrics (MAD / MEAN / GAP / DIV), category distribution
 of the benchmark vs. the pool, criteria histograms, a 2-D projection of the benchmark's
 embeddings colored by separability and harmfulness (VLSafetyBencher Fig. 5), ASR
-stability vs. benchmark size (Fig. 7) and the weight sweep (Fig. 6). Plots are
+stability vs. benchmark size (Fig. 7), the weight sweep (Fig. 6) and the judge report
+(agreement of the judge panel, ``vlsafety judges``). Plots are
 matplotlib PNGs embedded as base64, so the page has no external references.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["SECTIONS", "ReportData", "project_2d", "render_report"]
+__all__ = ["SECTIONS", "ReportData", "project_2d", "reliability_figure", "render_report"]
 
 #: Section ids, in page order; every report has each of them (with a note when empty).
 SECTIONS = (
@@ -30,6 +31,7 @@ SECTIONS = (
     "projection",
     "stability",
     "sweep",
+    "judges",
 )
 
 
@@ -50,6 +52,9 @@ class ReportData:
     stability: pd.DataFrame | None = None  # size, model, asr, lo, hi
     sweep: pd.DataFrame | None = None  # weight, value, mad, mean, gap, div
     notes: dict[str, str] = field(default_factory=dict)  # section -> why it is empty
+    # judge_agreement rows of one `vlsafety judges` run: group, metric, rater, value
+    judges: pd.DataFrame | None = None
+    judges_caption: str = ""
 
 
 def _png(fig: Any) -> str:
@@ -218,6 +223,86 @@ def _sweep(data: ReportData) -> str:
     )
 
 
+# ------------------------------------------------------------------ judge report
+def reliability_figure(figures: pd.DataFrame) -> Any:
+    """The reliability diagram (P(unsafe) binned vs. the human harmful rate) of each
+    judge and of the panel, from ``judge_agreement`` rows (``bin:NN`` groups). The
+    caller saves and closes the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = figures[figures["group"].astype(str).str.startswith("bin:")]
+    wide = bins.pivot_table(
+        index=["rater", "group"], columns="metric", values="value", aggfunc="first"
+    )
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    ax.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1, label="calibrated")
+    for rater, g in wide.groupby(level="rater", sort=True):
+        g = g[(g["bin_n"] > 0)]
+        ax.plot(g["bin_mean_p"], g["bin_rate"], marker="o", label=str(rater))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("judge P(unsafe) (bin mean)")
+    ax.set_ylabel("human harmful rate")
+    ax.set_title("Reliability diagram")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _judges(data: ReportData) -> str:
+    fig = data.judges
+    if fig is None or fig.empty:
+        return ""
+
+    def table(df: pd.DataFrame) -> str:
+        return df.to_html(float_format=lambda v: f"{v:.3f}", classes="tbl", na_rep="-")
+
+    groups = fig[~fig["group"].astype(str).str.startswith("bin:")]
+    summary = (
+        "n_items",
+        "n_complete",
+        "fleiss_kappa",
+        "split_share",
+        "n_elite",
+        "elite_kappa",
+        "elite_agreement",
+    )
+    wide = groups[groups["metric"].isin(summary)].pivot_table(
+        index="group", columns="metric", values="value", aggfunc="first", dropna=False
+    )
+    order = ["overall", *sorted(g for g in wide.index if g != "overall")]
+    wide = wide.reindex(index=[g for g in order if g in wide.index])
+    wide = wide.reindex(columns=[c for c in summary if c in wide.columns])
+    parts = [f"<p>{html.escape(data.judges_caption)}</p>", table(wide)]
+    pairs = groups[groups["metric"] == "cohen_kappa"].pivot_table(
+        index="rater", columns="group", values="value", aggfunc="first"
+    )
+    if not pairs.empty:
+        cols = ["overall", *sorted(c for c in pairs.columns if c != "overall")]
+        parts += ["<h3>Pairwise Cohen's κ</h3>", table(pairs.reindex(columns=cols))]
+    labelled = (
+        "n_labelled",
+        "auc",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "pearson",
+        "ece",
+        "brier",
+    )
+    lab = groups[(groups["group"] == "overall") & groups["metric"].isin(labelled)]
+    if not lab.empty:
+        wide_lab = lab.pivot_table(index="rater", columns="metric", values="value", aggfunc="first")
+        wide_lab = wide_lab.reindex(columns=[c for c in labelled if c in wide_lab.columns])
+        parts += ["<h3>Alignment with human labels (ELITE §5)</h3>", table(wide_lab)]
+        if (fig["metric"] == "bin_rate").any():
+            parts.append(_img(_png(reliability_figure(fig)), "reliability diagram"))
+    return "".join(parts)
+
+
 _TITLES = {
     "leaderboard": "Leaderboard",
     "quality": "Benchmark quality",
@@ -226,6 +311,7 @@ _TITLES = {
     "projection": "Embedding projection (Fig. 5)",
     "stability": "Stability vs. benchmark size (Fig. 7)",
     "sweep": "Weight sweep (Fig. 6)",
+    "judges": "Judge report (panel agreement and calibration)",
 }
 _BUILDERS = {
     "leaderboard": _leaderboard,
@@ -235,6 +321,7 @@ _BUILDERS = {
     "projection": _projection,
     "stability": _stability,
     "sweep": _sweep,
+    "judges": _judges,
 }
 
 _CSS = """

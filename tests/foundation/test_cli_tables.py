@@ -23,6 +23,7 @@ from vlsafety.ingest import IMAGE_COLUMNS, RAW_POOL_COLUMNS
 from vlsafety.lake import Lake
 from vlsafety.pipeline import BENCHMARK_COLUMNS, LEADERBOARD_KEYS
 from vlsafety.pipeline._evaluate import LEADERBOARD_COLUMNS
+from vlsafety.pipeline._judges import AGREEMENT_COLUMNS, AGREEMENT_KEYS
 from vlsafety.pipeline._score import SCORED_COLUMNS
 from vlsafety.preprocess import POOL_SCHEMA
 from vlsafety.selection import OUTPUT_COLUMNS
@@ -40,6 +41,13 @@ TABLES: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "benchmark": (BENCHMARK_COLUMNS, ["candidate_id"]),
     "selected": ((*SCORED, *OUTPUT_COLUMNS), ["candidate_id"]),
     "leaderboard": ((*LEADERBOARD_KEYS, *LEADERBOARD_COLUMNS), LEADERBOARD_KEYS),
+    # what `vlsafety judges` reads besides the benchmark, and what it appends to
+    "responses": (("request_key", "candidate_id", "model_id", "text"), ["request_key"]),
+    "judgments": (
+        ("request_key", "candidate_id", "model_id", "judge_id", "p_unsafe"),
+        ["request_key"],
+    ),
+    "judge_agreement": (AGREEMENT_COLUMNS, AGREEMENT_KEYS),
     # a benchmark missing one column the commands need
     "no_category": (tuple(c for c in BENCHMARK_COLUMNS if c != "category"), ["candidate_id"]),
 }
@@ -117,6 +125,10 @@ COMMANDS: dict[str, tuple[list[str], set[str]]] = {
     "update": (
         ["update", "--benchmark", "{ref}", "--replace", "0.2"],
         {"benchmark", "selected", "scored", "candidates", "pool"},
+    ),
+    "judges": (
+        ["judges", "--benchmark", "{ref}"],
+        {"benchmark", "selected", "scored", "candidates"},
     ),
     "select": (["select", "--input", "{ref}", "--n-max", "1"], {"scored", "benchmark"}),
     "select-elite": (
@@ -213,6 +225,7 @@ def test_missing_table_without_version(
         ["update", "--benchmark", "absent"],
         ["select", "--input", "absent"],
         ["export", "absent", "--out", str(tmp_path / "out")],
+        ["judges", "--benchmark", "absent"],
     ):
         rc = _main(lake.root, tmp_path, *args)
         line = _one_error_line(capsys)
@@ -365,6 +378,8 @@ def test_kinds_are_what_their_writers_write() -> None:
     assert needed(kinds.BENCHMARK) <= set(BENCHMARK_COLUMNS)
     assert needed(kinds.SAMPLES) <= set(BENCHMARK_COLUMNS)
     assert needed(kinds.LEADERBOARD) == set(LEADERBOARD_KEYS)
+    assert needed(kinds.JUDGE_AGREEMENT) <= set(AGREEMENT_COLUMNS)
+    assert set(AGREEMENT_KEYS) <= needed(kinds.JUDGE_AGREEMENT)
     # model outputs: the request's ids plus the task's output fields
     assert needed(kinds.RESPONSES) <= {"request_key", "candidate_id"} | fields("chat")
     assert needed(kinds.JUDGMENTS) <= {"request_key"} | fields("guard")
@@ -442,3 +457,32 @@ def test_other_errors_still_raise(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(cli._HANDLERS, "tables", bug)
     with pytest.raises(TypeError):
         _main(tmp_path / "lake", tmp_path, "tables")
+
+
+def test_judges_names_the_tables_it_reads_and_its_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Judgments, a judge_agreement table of another kind, and a bad labels file: one
+    line each, before Spark."""
+    partial = Lake(tmp_path / "partial")
+    for name in ("benchmark", "responses"):
+        _write(partial, name, *TABLES[name])
+    rc = _main(partial.root, tmp_path, "judges", "--benchmark", "benchmark@0")
+    assert rc == 2 and "table 'judgments' not found" in _one_error_line(capsys)
+    _write(partial, "judgments", *TABLES["judgments"])
+    _write(partial, "judge_agreement", LEADERBOARD_COLUMNS, [])
+    rc = _main(partial.root, tmp_path, "judges", "--benchmark", "benchmark@0")
+    line = _one_error_line(capsys)
+    assert rc == 2 and "(merges into judge_agreement): table 'judge_agreement'" in line
+    _write(partial, "judge_agreement", *TABLES["judge_agreement"])
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_key,harmful\nk,1\n")
+    rc = _main(
+        partial.root, tmp_path, "judges", "--benchmark", "benchmark@0", "--labels", str(labels)
+    )
+    assert rc == 2 and "no column 'label'" in _one_error_line(capsys)
+    labels.write_text("request_key,label\nk,1\n")
+    with pytest.raises(Proceeded):
+        _main(
+            partial.root, tmp_path, "judges", "--benchmark", "benchmark@0", "--labels", str(labels)
+        )

@@ -12,6 +12,25 @@ from PIL import Image
 from vlsafety.report import SECTIONS, ReportData, project_2d, render_report
 
 
+def _judges() -> pd.DataFrame:
+    """judge_agreement rows from the job's own functions on synthetic judges."""
+    from vlsafety.pipeline._judges import agreement_rows, label_rows
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 200)
+    p = np.column_stack([np.clip(y * 0.6 + rng.random(200) * 0.4, 0, 1), rng.random(200)])
+    d = (p >= 0.5).astype(float)
+    patterns = (
+        pd.DataFrame({"category": "bias", "d0": d[:, 0], "d1": d[:, 1], "e": y.astype(float)})
+        .groupby(["category", "d0", "d1", "e"])
+        .size()
+        .reset_index(name="n")
+    )
+    rows = agreement_rows(patterns, ["a", "b"])
+    rows += label_rows(y, p, y * 20.0, ["a", "b"], threshold=0.5)
+    return pd.DataFrame(rows, columns=["group", "metric", "rater", "value"])
+
+
 def _data(n: int = 60) -> ReportData:
     rng = np.random.default_rng(0)
     lb = pd.DataFrame(
@@ -57,6 +76,8 @@ def _data(n: int = 60) -> ReportData:
                 for v in (0.0, 0.5, 1.0)
             ]
         ),
+        judges=_judges(),
+        judges_caption="judges a, b",
     )
 
 
@@ -67,13 +88,14 @@ def test_report_has_every_section_with_embedded_pngs(tmp_path: Path) -> None:
         assert f'<section id="{sid}">' in page
     assert "class='empty'" not in page
     images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
-    assert (
-        len(images) == 5
-    )  # categories, criteria, projection, stability, sweep (the rest are tables)
+    # categories, criteria, projection, stability, sweep, reliability (the rest are tables)
+    assert len(images) == 6
     for b64 in images:
         img = Image.open(io.BytesIO(base64.b64decode(b64)))
         assert img.format == "PNG" and img.width > 100
     assert "http://" not in page and "https://" not in page  # self-contained
+    judges = page.split('<section id="judges">')[1].split("</section>")[0]
+    assert "fleiss_kappa" in judges and "a|b" in judges and "auc" in judges
 
 
 def test_missing_parts_say_why(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
-"""The jobs a safety team runs: build, update, evaluate, export, report."""
+"""The jobs a safety team runs: build, update, evaluate, judges, export, report."""
 
 from vlsafety.pipeline._build import BUILD_STAGES, BuildResult, Models, build, load_models
 from vlsafety.pipeline._evaluate import LEADERBOARD_KEYS, evaluate, leaderboard_frame
 from vlsafety.pipeline._export import export_benchmark
+from vlsafety.pipeline._judges import judge_agreement, read_labels
 from vlsafety.pipeline._report import report_data, resolve_ref, write_report
 from vlsafety.pipeline._runner import CountsMismatchError, StageResult, run_stage
 from vlsafety.pipeline._update import BENCHMARK_COLUMNS, update
@@ -18,8 +19,10 @@ __all__ = [
     "build",
     "evaluate",
     "export_benchmark",
+    "judge_agreement",
     "leaderboard_frame",
     "load_models",
+    "read_labels",
     "report_data",
     "resolve_ref",
     "run_stage",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -189,7 +190,29 @@ def report_data(
             data.sweep = pd.DataFrame(sweep).rename(columns={"varied": "weight"})
     if data.sweep is None:
         data.notes["sweep"] = "needs a scored pool (run `vlsafety build`)"
+    _judge_report(lake, table, version, data)
     return data
+
+
+def _judge_report(lake: Lake, table: str, version: int, data: ReportData) -> None:
+    """The figures of the latest ``vlsafety judges`` run on ``table@version``."""
+    if lake.exists("judge_agreement"):
+        rows = lake.read_arrow("judge_agreement").to_pandas()
+        rows = rows[(rows["benchmark"] == table) & (rows["benchmark_version"] == version)]
+        if not rows.empty:
+            last = rows.sort_values("computed_at").iloc[-1]
+            data.judges = rows[rows["agreement_id"] == last["agreement_id"]]
+            panel = json.loads(last["panel"])
+            data.judges_caption = (
+                f"judges {', '.join(panel['judges'])} on the responses of "
+                f"{', '.join(panel['victims'])}"
+                + (f" (evaluate run {last['eval_run_id']})" if last["eval_run_id"] else "")
+                + f"; harmful when P(unsafe) >= {panel['threshold']:g}; ELITE evaluator "
+                f"{panel['evaluator'] or '-'} (score >= {panel['elite_threshold']:g}). "
+                f"Computed {last['computed_at']} (MLflow run {last['run_id'] or '-'})."
+            )
+            return
+    data.notes["judges"] = f"no judge agreement for {table}@{version} yet: run `vlsafety judges`"
 
 
 def _victims(cfg: Config, n: int) -> list[str]:
