@@ -151,12 +151,38 @@ class DatasetColumn:
     batch_size: int = 8192
 
     def batches(self) -> Iterator[pa.Array]:
-        for batch in self.dataset.to_batches(columns=[self.column], batch_size=self.batch_size):
+        # no read-ahead: one decoded row group at a time, whatever the pool's size
+        for batch in self.dataset.to_batches(
+            columns=[self.column],
+            batch_size=self.batch_size,
+            batch_readahead=1,
+            fragment_readahead=1,
+        ):
             yield batch.column(0)
 
     def take(self, rows: NDArray[np.int64]) -> pa.Array:
-        taken = self.dataset.take(pa.array(rows, type=pa.int64()), columns=[self.column])
-        return taken.column(0).combine_chunks()
+        """The rows in the given order, picked from one pass over :meth:`batches`
+        (``Dataset.take`` decodes every fragment it touches at once)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        wanted = rows[order]
+        parts: list[pa.Array] = []
+        pos = done = 0
+        for chunk in self.batches():
+            if done == wanted.size:
+                break
+            upto = int(np.searchsorted(wanted, pos + len(chunk), side="left"))
+            if upto > done:
+                parts.append(chunk.take(pa.array(wanted[done:upto] - pos, type=pa.int64())))
+                done = upto
+            pos += len(chunk)
+        if done != wanted.size:
+            raise IndexError(f"{self.column}: row {int(wanted[done])} is past the end ({pos})")
+        kind = self.dataset.schema.field(self.column).type
+        picked = pa.concat_arrays(parts) if parts else pa.array([], type=kind)
+        back = np.empty(order.size, dtype=np.int64)
+        back[order] = np.arange(order.size)
+        return picked.take(pa.array(back, type=pa.int64()))
 
 
 def _embeddings(chunks: Callable[[], Iterable[pa.Array]], n: int, name: str) -> _Embeddings:
