@@ -213,15 +213,20 @@ def run_current(n: int, data_dir: Path, work: Path, args: argparse.Namespace) ->
     _, stages["score"] = timed(sampler, lambda k: int(k), score)
 
     def select() -> int:
+        from vlsafety.pipeline._build import read_for_selection
         from vlsafety.selection import select_table
         from vlsafety.taxonomy import load_taxonomy
 
-        cols = ["candidate_id", "category", "embedding", "p_h", "harm"]
-        table = lake.read_arrow("scored", columns=cols).rename_columns(
-            ["sample_id", "category", "embedding", "p_h", "harm"]
-        )
+        # as the build's select stage: the embeddings stream into the selector's matrix
+        scored, embeddings = read_for_selection(lake, "scored")
+        cols = ["candidate_id", "category", "p_h", "harm"]
+        table = scored.select(cols).rename_columns(["sample_id", "category", "p_h", "harm"])
+        del scored
         selected, summary = select_table(
-            table, n_max=min(args.n_max, table.num_rows), category_names=load_taxonomy("vlsb").names
+            table,
+            n_max=min(args.n_max, table.num_rows),
+            category_names=load_taxonomy("vlsb").names,
+            embeddings=embeddings,
         )
         lake.write(selected, "benchmark", "overwrite", keys=["sample_id"])
         return int(table.num_rows)

@@ -411,7 +411,19 @@ def _cmd_select(args: argparse.Namespace, cfg: Config) -> int:
         version = _require(cfg, what, name, version, kind)
     lake = _lake(cfg, spark=args.out is not None)
     with track(cfg, f"vlsafety select --input {args.input}", lake=lake) as rec:
-        table = pq.read_table(src) if parquet else lake.read_arrow(name, version=version)
+        from vlsafety.pipeline._build import in_table_order, read_for_selection
+        from vlsafety.selection import DatasetColumn
+
+        if parquet:
+            import pyarrow.dataset as ds
+
+            dataset = ds.dataset(src, format="parquet")
+            order = dataset.schema.names
+            embeddings = DatasetColumn(dataset, "embedding") if "embedding" in order else None
+            table = dataset.to_table(columns=[c for c in order if c != "embedding"])
+        else:
+            order = lake.schema(name, version).names
+            table, embeddings = read_for_selection(lake, name, version)
         # a lake table (scored, a benchmark) names its ids and ELITE scores as the build
         # writes them; select_table reads sample_id and elite_scores
         renames = {"candidate_id": "sample_id", "elite": "elite_scores"}
@@ -438,9 +450,11 @@ def _cmd_select(args: argparse.Namespace, cfg: Config) -> int:
             per_category_cap=elite.balance.per_category_cap,
             max_source_share=elite.balance.max_source_share,
             device=cfg.select.engine,
+            embeddings=embeddings,
         )
         back = {v: k for k, v in names.items()}
         selected = selected.rename_columns([back.get(c, c) for c in selected.column_names])
+        selected = in_table_order(selected, order)
         rejects = summary.pop("rejects", [])
         if args.out:
             summary["out_version"] = lake.write(selected, args.out, "overwrite")

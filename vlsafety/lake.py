@@ -605,8 +605,6 @@ class Lake:
         track: bool = True,
     ) -> pa.Table:
         """The table as a pyarrow Table, read on the driver (pyarrow dataset over the files)."""
-        import pyarrow.dataset as ds
-
         if self.engine == "native":
             df = self.read(table, version, timestamp, track=False)
             result = (df.select(*columns) if columns is not None else df).toArrow()
@@ -625,18 +623,33 @@ class Lake:
             empty = schema.empty_table()
             result = empty.select(cols) if cols else empty
         else:
-            # object stores: delta-rs' filesystem, with the lake's storage options
-            dataset = (
-                ds.dataset(files, schema=schema, format="parquet")
-                if self._local
-                else dt.to_pyarrow_dataset(schema=schema)
-            )
-            result = dataset.to_table(columns=cols)
+            result = self._dataset(dt, schema).to_table(columns=cols)
             # the scan's read-ahead and decompression buffers: give them back to the OS
             pa.default_memory_pool().release_unused()
         if track:
             self._emit("read", table, int(dt.version()))
         return result
+
+    def arrow_dataset(self, table: str, version: int | None = None) -> Any:
+        """A pyarrow dataset over one version of ``table`` (row order = ``read_arrow``'s),
+        for reading a large column batch by batch or a few rows by index. The native engine
+        reads through Spark and has none: None.
+        """
+        if self.engine == "native":
+            return None
+        dt = self._resolve_version(table, version, None)
+        return self._dataset(dt, normalize_schema(pa.schema(dt.schema().to_arrow())))
+
+    def _dataset(self, dt: Any, schema: pa.Schema) -> Any:
+        import pyarrow.dataset as ds
+
+        files = dt.file_uris()
+        if not files:
+            return ds.dataset(schema.empty_table())
+        if self._local:
+            return ds.dataset(files, schema=schema, format="parquet")
+        # object stores: delta-rs' filesystem, with the lake's storage options
+        return dt.to_pyarrow_dataset(schema=schema)
 
     # ----------------------------------------------------------------- write
     def write(

@@ -219,3 +219,65 @@ def test_chunked_embeddings_select_as_one_chunk_does(
         device="numpy",
     )
     assert one.column("sample_id").to_pylist() == [f"s{keep[j]}" for j in ref.indices.tolist()]
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    batch=st.integers(1, 41),
+    short_head=st.integers(0, 12),
+    bad=st.lists(
+        st.tuples(st.integers(0, 39), st.sampled_from(["null", "zero", "short", "nan"])),
+        max_size=6,
+    ),
+    mode=st.sampled_from(["greedy", "elite-filter"]),
+)
+def test_streamed_embeddings_select_as_the_in_table_column_does(
+    batch: int, short_head: int, bad: list[tuple[int, str]], mode: str
+) -> None:
+    """The embeddings kept out of the table (a parquet dataset read batch by batch, the
+    selected rows read back by index) give the same picks, scores, rejects and output rows
+    as the column inside the table — also when the first batch's rows have an atypical
+    length (``short_head`` rows of 5 dims: the width is re-read from the whole column)."""
+    import tempfile
+
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from vlsafety.selection import DatasetColumn
+
+    table = _table(40, seed=5)
+    emb = table.column("embedding").to_pylist()
+    for i in range(short_head):
+        emb[i] = [1.0 + i] * 5
+    for i, kind in bad:
+        emb[i] = {"null": None, "zero": [0.0] * 6, "short": [1.0] * 5, "nan": [np.nan] * 6}[kind]
+    table = _replace(table, "embedding", emb)
+    n_max = 10 if mode == "greedy" else None
+    inside, inside_summary = select_table(table, n_max=n_max, mode=mode, device="numpy")
+    with tempfile.TemporaryDirectory() as tmp:
+        pq.write_table(table, f"{tmp}/t.parquet", row_group_size=7)
+        dataset = ds.dataset(f"{tmp}/t.parquet", format="parquet")
+        rest = [c for c in table.column_names if c != "embedding"]
+        streamed, streamed_summary = select_table(
+            dataset.to_table(columns=rest),
+            n_max=n_max,
+            mode=mode,
+            device="numpy",
+            embeddings=DatasetColumn(dataset, "embedding", batch_size=batch),
+        )
+    assert streamed.column_names == [*rest, "embedding", *OUTPUT_COLUMNS]
+    # repr: a NaN embedding (kept by the ELITE filter) equals itself
+    assert repr(streamed.select(inside.column_names).to_pylist()) == repr(inside.to_pylist())
+    assert streamed_summary["rejects"] == inside_summary["rejects"]
+
+
+def test_compacting_the_matrix_in_place_equals_fancy_indexing() -> None:
+    from vlsafety.selection._table import _compact_rows
+
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(10_000, 3)).astype(np.float32)
+    keep = np.flatnonzero(rng.random(10_000) < 0.7)
+    want = q[keep].copy()
+    got = _compact_rows(q, keep)
+    assert np.shares_memory(got, q)
+    np.testing.assert_array_equal(got, want)

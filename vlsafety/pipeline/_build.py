@@ -341,7 +341,7 @@ class _Build:
         from vlsafety.selection import select_table
         from vlsafety.taxonomy import load_taxonomy
 
-        scored = self.lake.read_arrow("scored")
+        scored, embeddings = read_for_selection(self.lake, "scored")
         table = scored.rename_columns(
             [
                 "sample_id" if c == "candidate_id" else "elite_scores" if c == "elite" else c
@@ -372,6 +372,7 @@ class _Build:
             per_category_cap=elite.balance.per_category_cap,
             max_source_share=elite.balance.max_source_share,
             device=sel.engine,
+            embeddings=embeddings,
         )
         if "source" in selected.column_names and "source" not in scored.column_names:
             selected = selected.drop_columns(["source"])
@@ -381,6 +382,7 @@ class _Build:
                 for c in selected.column_names
             ]
         )
+        selected = in_table_order(selected, self.lake.schema("scored").names)
         version = self.lake.write(
             selected,
             self.cfg.build.benchmark_table,
@@ -442,3 +444,30 @@ def build(
         rec.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
         run_id = rec.run_id
     return BuildResult(run_id, version, results, summary)
+
+
+def read_for_selection(lake: Lake, table: str, version: int | None = None) -> tuple[pa.Table, Any]:
+    """One version of a scored table for :func:`vlsafety.selection.select_table`: every
+    column but ``embedding`` as an Arrow table, and the embedding column as a source the
+    selector streams into its matrix (only the selected rows are read back), so the driver
+    never holds the pool's embeddings twice. Without a pyarrow dataset (the native engine)
+    the embeddings come inside the table and the source is None."""
+    from vlsafety.selection import DatasetColumn
+
+    version = lake.version(table) if version is None else version
+    names = lake.schema(table, version).names
+    dataset = lake.arrow_dataset(table, version) if "embedding" in names else None
+    if dataset is None:
+        return lake.read_arrow(table, version=version), None
+    rest = [c for c in names if c != "embedding"]
+    return lake.read_arrow(table, version=version, columns=rest), DatasetColumn(
+        dataset, "embedding"
+    )
+
+
+def in_table_order(selected: pa.Table, names: list[str]) -> pa.Table:
+    """``selected``'s columns in the order of ``names`` (the scored table's), the others
+    (the selector's outputs) after them: the streamed embedding column goes back to its
+    place."""
+    first = [c for c in names if c in selected.column_names]
+    return selected.select(first + [c for c in selected.column_names if c not in first])

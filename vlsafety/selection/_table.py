@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +41,10 @@ from vlsafety.selection._criteria import quantize_embeddings, separability
 from vlsafety.selection._elite import elite_filter
 from vlsafety.selection._greedy import DEFAULT_WEIGHTS, _prepare, _run
 
-__all__ = ["OUTPUT_COLUMNS", "select_table"]
+__all__ = ["OUTPUT_COLUMNS", "ColumnSource", "DatasetColumn", "select_table"]
+
+#: Rows moved per step when compacting the quantized matrix in place.
+_COMPACT_BLOCK = 4096
 
 #: Columns ``select_table`` adds to the selected rows.
 OUTPUT_COLUMNS = ("rank", "score", "c_sep", "c_harm", "c_div")
@@ -126,51 +129,131 @@ class _Embeddings:
         return int(self.q.shape[1])
 
 
-def _embeddings(table: pa.Table, name: str) -> _Embeddings:
+class ColumnSource(Protocol):
+    """A list column kept out of the input table (the embeddings of a large pool).
+
+    ``batches()`` yields the column in the table's row order, a chunk at a time, and may be
+    called again; ``take(rows)`` returns the given rows, in the given order.
+    """
+
+    def batches(self) -> Iterator[pa.Array]: ...
+
+    def take(self, rows: NDArray[np.int64]) -> pa.Array: ...
+
+
+@dataclass(frozen=True)
+class DatasetColumn:
+    """One column of a pyarrow dataset as a :class:`ColumnSource` (a Delta version's files,
+    a parquet file): read batch by batch, never whole."""
+
+    dataset: Any  # pyarrow.dataset.Dataset
+    column: str
+    batch_size: int = 8192
+
+    def batches(self) -> Iterator[pa.Array]:
+        # no read-ahead: one decoded row group at a time, whatever the pool's size
+        for batch in self.dataset.to_batches(
+            columns=[self.column],
+            batch_size=self.batch_size,
+            batch_readahead=1,
+            fragment_readahead=1,
+        ):
+            yield batch.column(0)
+
+    def take(self, rows: NDArray[np.int64]) -> pa.Array:
+        """The rows in the given order, picked from one pass over :meth:`batches`
+        (``Dataset.take`` decodes every fragment it touches at once)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        wanted = rows[order]
+        parts: list[pa.Array] = []
+        pos = done = 0
+        for chunk in self.batches():
+            if done == wanted.size:
+                break
+            upto = int(np.searchsorted(wanted, pos + len(chunk), side="left"))
+            if upto > done:
+                parts.append(chunk.take(pa.array(wanted[done:upto] - pos, type=pa.int64())))
+                done = upto
+            pos += len(chunk)
+        if done != wanted.size:
+            raise IndexError(f"{self.column}: row {int(wanted[done])} is past the end ({pos})")
+        kind = self.dataset.schema.field(self.column).type
+        picked = pa.concat_arrays(parts) if parts else pa.array([], type=kind)
+        back = np.empty(order.size, dtype=np.int64)
+        back[order] = np.arange(order.size)
+        return picked.take(pa.array(back, type=pa.int64()))
+
+
+def _embeddings(chunks: Callable[[], Iterable[pa.Array]], n: int, name: str) -> _Embeddings:
     """Read ``name`` (list of numbers) chunk by chunk straight into one quantized float32
-    matrix: the Arrow chunks are never combined and no raw (n, d) copy is made, so the
-    driver holds the Arrow column and the selector's matrix, nothing more (300K x 768:
-    0.9 GB each). Rows of another length, null, non-finite or all-zero stay zero and are
-    flagged for the caller to reject; quantization is row-wise, so the usable rows equal
-    ``quantize_embeddings`` of the raw matrix."""
-    col = table.column(name)
-    _check_list_type(name, col.type)
-    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
-    lengths = (
-        np.concatenate([_list_lengths(c) for c in chunks]) if chunks else np.zeros(0, np.int64)
-    )
-    n = len(lengths)
-    positive = lengths[lengths > 0]
-    width = int(np.bincount(positive).argmax()) if positive.size else 0
-    q = np.zeros((n, width), dtype=np.float32)
+    matrix: the chunks are never combined and no raw (n, d) copy is made, so the driver
+    holds one chunk and the selector's matrix (300K x 768: 0.9 GB). The common width is
+    the most frequent row length; it is guessed from the first chunk and, in the rare case
+    the whole column disagrees, the column is read a second time. Rows of another length,
+    null, non-finite or all-zero stay zero and are flagged for the caller to reject;
+    quantization is row-wise, so the usable rows equal ``quantize_embeddings`` of the raw
+    matrix."""
+    lengths = np.full(n, -1, dtype=np.int64)
     finite = np.zeros(n, dtype=bool)
     nonzero = np.zeros(n, dtype=bool)
-    pos = 0
-    for chunk in chunks:
-        m = len(chunk)
-        lens = lengths[pos : pos + m]
-        good = lens == width if width else np.zeros(m, dtype=bool)
-        if good.any():
-            flat = chunk.flatten()  # the values this chunk covers, zero-copy
-            if flat.type != pa.float32():
-                flat = pc.cast(flat, pa.float32())
-            vals = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32)
-            block = (
-                vals.reshape(m, width)
-                if good.all()
-                else vals[np.repeat(good, np.maximum(lens, 0))].reshape(-1, width)
-            )
-            rows = pos + np.flatnonzero(good)
-            fin = np.all(np.isfinite(block), axis=1)
-            nz = fin & np.any(block != 0, axis=1)
-            finite[rows] = fin
-            nonzero[rows] = nz
-            if nz.all():
-                q[rows] = quantize_embeddings(block)
-            elif nz.any():
-                q[rows[nz]] = quantize_embeddings(block[nz])
-        pos += m
+    width: int | None = None
+    q = np.zeros((n, 0), dtype=np.float32)
+    for attempt in range(2):
+        pos = 0
+        for chunk in chunks():
+            _check_list_type(name, chunk.type)
+            m = len(chunk)
+            if pos + m > n:
+                raise ValueError(f"column {name!r}: more rows than the table's {n}")
+            lens = _list_lengths(chunk)
+            lengths[pos : pos + m] = lens
+            if width is None:
+                positive = lens[lens > 0]
+                width = int(np.bincount(positive).argmax()) if positive.size else 0
+                q = np.zeros((n, width), dtype=np.float32)
+            good = lens == width if width else np.zeros(m, dtype=bool)
+            if good.any():
+                flat = chunk.flatten()  # the values this chunk covers, zero-copy
+                if flat.type != pa.float32():
+                    flat = pc.cast(flat, pa.float32())
+                vals = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32)
+                block = (
+                    vals.reshape(m, width)
+                    if good.all()
+                    else vals[np.repeat(good, np.maximum(lens, 0))].reshape(-1, width)
+                )
+                rows = pos + np.flatnonzero(good)
+                fin = np.all(np.isfinite(block), axis=1)
+                nz = fin & np.any(block != 0, axis=1)
+                finite[rows] = fin
+                nonzero[rows] = nz
+                if nz.all():
+                    q[rows] = quantize_embeddings(block)
+                elif nz.any():
+                    q[rows[nz]] = quantize_embeddings(block[nz])
+            pos += m
+        if pos != n:
+            raise ValueError(f"column {name!r}: {pos} rows, the table has {n}")
+        positive = lengths[lengths > 0]
+        mode = int(np.bincount(positive).argmax()) if positive.size else 0
+        if attempt == 0 and mode != (width or 0):
+            width = mode  # the first chunk was not typical: read again at the right width
+            q = np.zeros((n, width), dtype=np.float32)
+            finite[:] = False
+            nonzero[:] = False
+            continue
+        break
     return _Embeddings(q, lengths, finite, nonzero)
+
+
+def _compact_rows(q: NDArray[np.float32], keep: NDArray[np.int64]) -> NDArray[np.float32]:
+    """``q[keep]`` for sorted ``keep``, moved to the front of ``q`` in place (a view): no
+    second (n, d) matrix. Safe block by block because ``keep[i] >= i``."""
+    for start in range(0, keep.size, _COMPACT_BLOCK):
+        end = min(start + _COMPACT_BLOCK, keep.size)
+        q[start:end] = q[keep[start:end]]
+    return q[: keep.size]
 
 
 def _take_rows(table: pa.Table, order: NDArray[np.int64]) -> pa.Table:
@@ -274,6 +357,7 @@ def select_table(
     per_category_cap: int | None = None,
     max_source_share: float | None = None,
     device: Any = None,
+    embeddings: ColumnSource | None = None,
 ) -> tuple[pa.Table, dict[str, Any]]:
     """Select a benchmark from a scored table.
 
@@ -293,6 +377,10 @@ def select_table(
             max_source_share: ELITE filter settings (see :func:`elite_filter`); the
             source balancing reads the ``source`` column.
         device: selection engine (see :func:`greedy_select`).
+        embeddings: the ``embedding`` column kept out of ``table`` (a large pool: see
+            :class:`DatasetColumn`), in ``table``'s row order. It is read chunk by chunk
+            into the selector's matrix, and only the selected rows are read back into the
+            output (placed after the input's columns). ``table`` must not also have one.
 
     Returns:
         ``(selected, summary)``: the selected rows in rank order with the input's columns
@@ -319,6 +407,8 @@ def select_table(
     if clash:
         raise ValueError(f"input table: already has output column(s) {clash}; drop or rename them")
     _require(table, ["sample_id", "category"], "needed in every mode")
+    if embeddings is not None and "embedding" in table.column_names:
+        raise ValueError("input table: has an 'embedding' column and embeddings were given")
     n = table.num_rows
     rejects = _Rejects(n)
 
@@ -367,8 +457,12 @@ def select_table(
 
     sources: dict[str, str] = {}
     if mode == "greedy":
-        _require(table, ["embedding"], "greedy mode needs embeddings")
-        emb = _embeddings(table, "embedding")
+        if embeddings is not None:
+            emb = _embeddings(embeddings.batches, n, "embedding")
+        else:
+            _require(table, ["embedding"], "greedy mode needs embeddings")
+            col = table.column("embedding")
+            emb = _embeddings(lambda: col.chunks, n, "embedding")
         emb_len = emb.lengths
         rejects.flag(emb_len <= 0, "missing_embedding", "embedding is null or empty")
         mismatch = (emb_len > 0) & (emb_len != emb.width)
@@ -471,7 +565,7 @@ def select_table(
                 n_max=min(n_max, int(valid.size)),
                 weights=weights,
                 initial=None,
-                quantized=emb.q if valid.size == n else emb.q[valid],
+                quantized=emb.q if valid.size == n else _compact_rows(emb.q, valid),
             )
             del emb
             result = _run(prep, device)
@@ -558,6 +652,11 @@ def select_table(
         summary["timing"] = {}
 
     selected = _take_rows(table, order)
+    if embeddings is not None:
+        taken = embeddings.take(order)
+        if len(taken) != order.size:
+            raise ValueError(f"embeddings.take: {len(taken)} rows for {order.size} asked")
+        selected = selected.append_column("embedding", taken)
     selected = selected.append_column(
         "rank", pa.array(np.arange(1, order.size + 1, dtype=np.int64))
     )
