@@ -1,8 +1,14 @@
 """The jobs a safety team runs: build, update, evaluate, export, report."""
 
 from vlsafety.pipeline._build import BUILD_STAGES, BuildResult, Models, build, load_models
-from vlsafety.pipeline._evaluate import LEADERBOARD_KEYS, evaluate, leaderboard_frame
+from vlsafety.pipeline._evaluate import (
+    LEADERBOARD_KEYS,
+    SOURCE_PREFIX,
+    evaluate,
+    leaderboard_frame,
+)
 from vlsafety.pipeline._export import export_benchmark
+from vlsafety.pipeline._public import PUBLIC_COLUMNS, ingest_benchmark, is_multiple_choice
 from vlsafety.pipeline._report import report_data, resolve_ref, write_report
 from vlsafety.pipeline._runner import CountsMismatchError, StageResult, run_stage
 from vlsafety.pipeline._update import BENCHMARK_COLUMNS, update
@@ -10,6 +16,8 @@ from vlsafety.pipeline._update import BENCHMARK_COLUMNS, update
 __all__ = [
     "BENCHMARK_COLUMNS",
     "BUILD_STAGES",
+    "PUBLIC_COLUMNS",
+    "SOURCE_PREFIX",
     "LEADERBOARD_KEYS",
     "BuildResult",
     "CountsMismatchError",
@@ -18,6 +26,8 @@ __all__ = [
     "build",
     "evaluate",
     "export_benchmark",
+    "ingest_benchmark",
+    "is_multiple_choice",
     "leaderboard_frame",
     "load_models",
     "report_data",
