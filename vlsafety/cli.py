@@ -375,7 +375,8 @@ def _ingest_benchmark(args: argparse.Namespace, cfg: Config) -> int:
     if not args.source:
         raise UsageError(f"{what}: give the public benchmark with --source KIND:PATH")
     # a re-ingest overwrites NAME: only ever a public benchmark, never a pool or a build's
-    _require_present(cfg, what, {name: PUBLIC_BENCHMARK, "images": IMAGES, "rejects": REJECTS})
+    _require_present(cfg, what, {name: PUBLIC_BENCHMARK})
+    _require_present(cfg, what, {"images": IMAGES, "rejects": REJECTS})
     try:
         result = ingest_benchmark(
             cfg, _ctx(cfg), list(args.source), name, command=_command_line(args)

@@ -173,12 +173,12 @@ def leaderboard_frame(
             )
         )
         # a public benchmark's own categories (``source_category``) get rows too, as
-        # ``source:<category>`` (SOURCE_PREFIX)
-        src = (
-            F.col("source_category")
-            if "source_category" in bench.columns
-            else F.lit(None).cast("string")
-        )
+        # ``source:<source>/<category>`` (SOURCE_PREFIX)
+        src = F.lit(None).cast("string")
+        if "source_category" in bench.columns:  # qualified by the source: labels may repeat
+            src = F.col("source_category")
+            if "source" in bench.columns:
+                src = F.when(src.isNotNull(), F.concat_ws("/", F.col("source"), src))
         grid = bench.select("candidate_id", "category", src.alias("source_category")).crossJoin(
             spark.createDataFrame([(m,) for m in model_ids], "model_id string")
         )
