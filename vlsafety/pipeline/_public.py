@@ -249,6 +249,7 @@ def ingest_benchmark(
             flat = {k: v for k, v in got.items() if isinstance(v, int | float | str)}
             return {
                 **flat,
+                "rejected_at_ingest": int(got["rejected"]),
                 "rows_in": int(got["listed"]),
                 "rows_out": rows,
                 "rejected": int(got["rejected"]) + invalid,
