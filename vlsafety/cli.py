@@ -335,6 +335,10 @@ def _cmd_ingest(args: argparse.Namespace, cfg: Config) -> int:
         cfg = dataclasses.replace(
             cfg, build=dataclasses.replace(cfg.build, sources=list(args.source))
         )
+    if args.limit is not None:
+        if args.limit <= 0:
+            raise UsageError(f"ingest --limit: expected a positive number, got {args.limit}")
+        cfg = dataclasses.replace(cfg, ingest=dataclasses.replace(cfg.ingest, limit=args.limit))
     if not cfg.build.sources:
         raise UsageError(
             "ingest: give at least one --source KIND:PATH (or build.sources in the config)"
@@ -344,6 +348,10 @@ def _cmd_ingest(args: argparse.Namespace, cfg: Config) -> int:
             parse_source(spec)
         except ValueError as exc:
             raise UsageError(f"ingest --source: {exc}") from None
+    if args.as_benchmark is not None and args.dry_run:
+        raise UsageError("ingest: --as-benchmark writes a table; drop --dry-run")
+    if args.as_benchmark is not None:
+        return _ingest_benchmark(args, cfg)
     if args.dry_run:
         from vlsafety.ingest import dry_run, format_dry_run
 
@@ -351,6 +359,40 @@ def _cmd_ingest(args: argparse.Namespace, cfg: Config) -> int:
         _emit(args, [r.as_dict() for r in reports], format_dry_run(reports))
         return 0
     return _run_one_stage("ingest", args, cfg)
+
+
+def _ingest_benchmark(args: argparse.Namespace, cfg: Config) -> int:
+    from vlsafety.kinds import IMAGES, PUBLIC_BENCHMARK, REJECTS
+    from vlsafety.lake import validate_table_name
+    from vlsafety.pipeline import ingest_benchmark
+
+    name = args.as_benchmark
+    what = f"ingest --as-benchmark {name}"
+    try:
+        validate_table_name(name)
+    except ValueError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+    if not args.source:
+        raise UsageError(f"{what}: give the public benchmark with --source KIND:PATH")
+    # a re-ingest overwrites NAME: only ever a public benchmark, never a pool or a build's
+    _require_present(cfg, what, {name: PUBLIC_BENCHMARK})
+    _require_present(cfg, what, {"images": IMAGES, "rejects": REJECTS})
+    try:
+        result = ingest_benchmark(
+            cfg, _ctx(cfg), list(args.source), name, command=_command_line(args)
+        )
+    except ValueError as exc:
+        if "given twice" in str(exc):
+            raise UsageError(str(exc)) from None
+        raise
+    counts = result["counts"]
+    text = [
+        f"public benchmark {result['benchmark']}: {result['rows']} of {result['listed']} "
+        f"records (rejected {result['rejected']}; see rejects)",
+        *(f"  {k}: {v}" for k, v in counts.items() if k.startswith(("rejected.", "valid.rej"))),
+    ]
+    _emit(args, result, "\n".join(text))
+    return 0
 
 
 def _stage_command(name: str) -> Handler:
@@ -378,14 +420,38 @@ def _parse_weights(text: str | None, default: list[float]) -> list[float]:
     return weights
 
 
+def _needs_panel_scores(cfg: Config, mode: str, parquet: bool, ref: str) -> bool:
+    """elite-filter over a lake benchmark without ELITE scores (a public benchmark): the
+    panel scores it first (ELITE §3.4 filters public benchmarks by its evaluator)."""
+    if mode != "elite-filter" or parquet:
+        return False
+    name, version = _ref(ref, "select --input")
+    probe = _probe(cfg) or _lake(cfg, spark=True)
+    if not probe.exists(name):
+        return False  # require_table says so, in one line
+    latest = probe.version(name)
+    if version is not None and version > latest:
+        return False
+    names = probe.schema(name, latest if version is None else version).names
+    return "elite" not in names and "elite_scores" not in names
+
+
 @command("select")
 def _cmd_select(args: argparse.Namespace, cfg: Config) -> int:
     from pathlib import Path
 
     import pyarrow.parquet as pq
 
-    from vlsafety.kinds import check_columns, selection_input
-    from vlsafety.selection import select_table
+    from vlsafety.kinds import (
+        BENCHMARK,
+        IMAGES,
+        JUDGMENTS,
+        RESPONSES,
+        Kind,
+        check_columns,
+        selection_input,
+    )
+    from vlsafety.selection import OUTPUT_COLUMNS, select_table
     from vlsafety.tracking import track
 
     weights = _parse_weights(args.weights, cfg.select.weights)
@@ -395,26 +461,52 @@ def _cmd_select(args: argparse.Namespace, cfg: Config) -> int:
     # select.elite.n_max); select.n_max is Algorithm 1's benchmark size.
     default_n_max = cfg.select.n_max if mode == "greedy" else elite.n_max
     n_max = args.n_max if args.n_max is not None else default_n_max
-    kind = selection_input(
-        mode,
-        source_balancing=mode == "elite-filter" and elite.balance.max_source_share is not None,
-    )
+    balancing = mode == "elite-filter" and elite.balance.max_source_share is not None
+    kind = selection_input(mode, source_balancing=balancing)
     what = f"select --input {args.input}"
     src = Path(args.input)
     parquet = src.suffix == ".parquet" or src.is_file()
+    score_first = _needs_panel_scores(cfg, mode, parquet, args.input)
+    out = args.out
     if parquet:
         if not src.is_file():
             raise UsageError(f"{what}: file not found")
         check_columns(what, pq.read_schema(src).names, kind)
+    elif score_first:
+        name, version = _ref(args.input, "select --input")
+        needed = Kind(
+            "a benchmark",
+            (*BENCHMARK.columns, *(("source",) if balancing else ())),
+            hint=BENCHMARK.hint,
+        )
+        version = _require(cfg, what, name, version, needed)
+        _require(cfg, what, "images", None, IMAGES)
+        _require_present(cfg, what, {"responses": RESPONSES, "judgments": JUDGMENTS})
+        out = out or name  # the filtered benchmark: the input table's next version
     else:
         name, version = _ref(args.input, "select --input")
         version = _require(cfg, what, name, version, kind)
-    lake = _lake(cfg, spark=args.out is not None)
-    with track(cfg, f"vlsafety select --input {args.input}", lake=lake) as rec:
+    lake = _lake(cfg, spark=out is not None or score_first)
+    with track(cfg, _command_line(args), lake=lake) as rec:
         from vlsafety.pipeline._build import in_table_order, read_for_selection
         from vlsafety.selection import DatasetColumn
 
-        if parquet:
+        stages = []
+        embeddings = None
+        if score_first:
+            from vlsafety.pipeline import load_models
+            from vlsafety.pipeline._public import panel_score
+
+            models = load_models(cfg)
+            if models.evaluator is None:
+                raise UsageError(f"{what}: elite-filter needs models.evaluator (the ELITE judge)")
+            table, stage = panel_score(
+                cfg, lake, lake.read(name, version=version), models, parent=rec
+            )
+            stages.append(stage)
+            table = table.drop_columns([c for c in OUTPUT_COLUMNS if c in table.column_names])
+            order = table.column_names
+        elif parquet:
             import pyarrow.dataset as ds
 
             dataset = ds.dataset(src, format="parquet")
@@ -456,9 +548,20 @@ def _cmd_select(args: argparse.Namespace, cfg: Config) -> int:
         selected = selected.rename_columns([back.get(c, c) for c in selected.column_names])
         selected = in_table_order(selected, order)
         rejects = summary.pop("rejects", [])
-        if args.out:
-            summary["out_version"] = lake.write(selected, args.out, "overwrite")
-            summary["out"] = args.out
+        if stages:
+            summary["stages"] = stages
+        if out:
+            summary["out_version"] = lake.write(
+                selected,
+                out,
+                "overwrite",
+                keys=["candidate_id"] if "candidate_id" in selected.column_names else None,
+                metadata={
+                    "select_of": args.input if parquet else f"{name}@{version}",
+                    "mode": mode,
+                },
+            )
+            summary["out"] = out
             if rejects:
                 from vlsafety.pipeline._build import write_reject_rows
 
@@ -476,10 +579,15 @@ def _cmd_select(args: argparse.Namespace, cfg: Config) -> int:
     else:
         metrics = summary.get("metrics", {})
         print(f"selected {selected.num_rows} of {table.num_rows} ({summary.get('mode')})")
+        reasons: dict[str, int] = {}
+        for r in rejects:
+            reasons[str(r.get("reason"))] = reasons.get(str(r.get("reason")), 0) + 1
+        for reason, n in sorted(reasons.items()):
+            print(f"  dropped ({reason}): {n}")
         for k, v in metrics.items():
             print(f"  {k}: {v}")
-        if args.out:
-            print(f"written to {args.out}@{summary['out_version']}")
+        if out:
+            print(f"written to {out}@{summary['out_version']}")
     return 0
 
 
@@ -511,11 +619,14 @@ def _cmd_build(args: argparse.Namespace, cfg: Config) -> int:
 def _cmd_update(args: argparse.Namespace, cfg: Config) -> int:
     from vlsafety.kinds import CANDIDATE_EMBEDDINGS, IMAGES, JUDGMENTS, RESPONSES, SAMPLES, SCORED
     from vlsafety.pipeline import update
+    from vlsafety.pipeline._update import quality_table
 
     name, version = _ref(args.benchmark, "update --benchmark")
     what = f"update --benchmark {args.benchmark}"
     version = _require(cfg, what, name, version, SAMPLES)
-    _require(cfg, what, "scored", None, SCORED)  # the pool the replacements come from
+    pool, pool_version = _ref(args.pool, "update --pool")
+    # the pool the replacements come from: any build's scored table version
+    pool_version = _require(cfg, f"{what} --pool {args.pool}", pool, pool_version, SCORED)
     _require(cfg, what, "images", None, IMAGES)
     _require_present(
         cfg,
@@ -526,6 +637,8 @@ def _cmd_update(args: argparse.Namespace, cfg: Config) -> int:
             "judgments": JUDGMENTS,
         },
     )
+    if not 0.0 <= args.replace <= 1.0:
+        raise UsageError(f"update --replace: expected a share in [0, 1], got {args.replace}")
     lake = _ctx(cfg)
     summary = update(
         cfg,
@@ -535,25 +648,30 @@ def _cmd_update(args: argparse.Namespace, cfg: Config) -> int:
         replace=args.replace,
         out=args.out,
         where=args.where,
+        pool=pool,
+        pool_version=pool_version,
         command=_command_line(args),
     )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
         print(
-            f"{summary['source']} -> {summary['out']}: replaced {len(summary['removed'])} of {summary['n_before']}"
+            f"{summary['source']} -> {summary['out']}: replaced {len(summary['removed'])} of "
+            f"{summary['n_before']} with {len(summary['added'])} from {summary['pool']}"
+            + (
+                f" ({summary['n_excluded']} multiple-choice questions excluded)"
+                if summary["n_excluded"]
+                else ""
+            )
         )
-        for key in ("mad", "mean", "gap"):
-            b, a = summary["before"].get(key), summary["after"].get(key)
-            if b is not None and a is not None:
-                print(f"  {key.upper():<5} before {b:.4f}  after {a:.4f}")
+        print("\n".join(quality_table(summary["before"], summary["after"])))
     return 0
 
 
 @command("evaluate")
 def _cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
     from vlsafety.kinds import BENCHMARK, IMAGES, JUDGMENTS, LEADERBOARD, RESPONSES
-    from vlsafety.pipeline import evaluate
+    from vlsafety.pipeline import SOURCE_PREFIX, evaluate
 
     name, version = _ref(args.benchmark, "evaluate --benchmark")
     what = f"evaluate --benchmark {args.benchmark}"
@@ -576,6 +694,16 @@ def _cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
     with pd.option_context("display.width", 200):
         cols = ["model_id", "n", "n_refused", "n_unjudged", "asr", "sr", "n_elite", "e_asr"]
         print(overall[[*cols, "elite_mean"]].to_string(index=False))
+    for title, rows in (
+        ("ASR by category", board[~board["category"].str.startswith(("overall", SOURCE_PREFIX))]),
+        ("ASR by source category", board[board["category"].str.startswith(SOURCE_PREFIX)]),
+    ):
+        if not rows.empty:
+            pivot = rows.pivot_table(index="category", columns="model_id", values="asr")
+            pivot.index = [str(c).removeprefix(SOURCE_PREFIX) for c in pivot.index]
+            print(f"{title}:")
+            with pd.option_context("display.width", 200):
+                print(pivot.to_string(float_format=lambda v: f"{v:.3f}"))
     print("  n: evaluated (the ASR denominator); n_unjudged: no valid judgment, not in ASR;")
     print("  n_elite: with an ELITE score (the E-ASR denominator)")
     for k, v in result["quality"].items():
@@ -722,6 +850,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the metadata only (no Spark, nothing written) and report per file: "
         "records, categories, unmapped label values, missing images",
     )
+    s.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="read only the first N records of each source (a trial over a subset)",
+    )
+    s.add_argument(
+        "--as-benchmark",
+        metavar="NAME",
+        help="write the sources as benchmark table NAME (validity-checked, not deduplicated; "
+        "a re-ingest writes the next version) instead of merging them into raw_pool",
+    )
     s.add_argument("--json", action="store_true")
 
     for name, text in (
@@ -755,7 +895,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("update", "replace the worst share of an existing benchmark")
     s.add_argument("--benchmark", required=True, metavar="TABLE[@VERSION]")
-    s.add_argument("--replace", type=float, default=0.2)
+    s.add_argument("--replace", type=float, default=0.2, help="share to replace, in [0, 1]")
+    s.add_argument(
+        "--pool",
+        default="scored",
+        metavar="TABLE[@VERSION]",
+        help="scored pool the replacements come from (default: scored, latest)",
+    )
     s.add_argument("--out", metavar="TABLE", help="output table (default: build.benchmark_table)")
     s.add_argument(
         "--where", help="Spark SQL filter on the source rows, e.g. \"source = 'figstep'\""

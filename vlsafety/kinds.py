@@ -30,7 +30,9 @@ __all__ = [
     "JUDGMENTS",
     "LEADERBOARD",
     "POOL",
+    "PUBLIC_BENCHMARK",
     "RAW_POOL",
+    "REJECTS",
     "RESPONSES",
     "SAMPLES",
     "SCORED",
@@ -130,6 +132,15 @@ JUDGE_AGREEMENT = Kind(
 )
 #: What ``evaluate`` answers and judges: the build's benchmark schema (candidate ids).
 BENCHMARK = Kind("a benchmark", ("candidate_id", "image_id", "text", "category"))
+#: ``rejects``, merged into by every stage on ``reject_id``.
+REJECTS = Kind("a rejects table", ("reject_id", "stage", "reason", "sample_id"))
+#: A public benchmark written by ``ingest --as-benchmark`` (what a re-ingest overwrites:
+#: never a table of another kind).
+PUBLIC_BENCHMARK = Kind(
+    "a public benchmark",
+    ("candidate_id", "image_id", "text", "category", "source", "source_release"),
+    hint="run `vlsafety ingest --source KIND:PATH --as-benchmark NAME`",
+)
 #: Samples with an id, an image, a question and a category: a benchmark, or rows of a
 #: pool (what ``update``, ``export`` and ``report`` take).
 SAMPLES = Kind("a benchmark", (("candidate_id", "sample_id"), "image_id", "text", "category"))

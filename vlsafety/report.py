@@ -1,7 +1,8 @@
 """One self-contained HTML report of a benchmark version (``vlsafety report``).
 
 Sections: leaderboard, quality metrics (MAD / MEAN / GAP / DIV), category distribution
-of the benchmark vs. the pool, criteria histograms, a 2-D projection of the benchmark's
+of the benchmark vs. the pool, a public benchmark's own (source) categories against our
+taxonomy, an update's before → after figures (VLSafetyBencher Table 2), criteria histograms, a 2-D projection of the benchmark's
 embeddings colored by separability and harmfulness (VLSafetyBencher Fig. 5), ASR
 stability vs. benchmark size (Fig. 7), the weight sweep (Fig. 6) and the judge report
 (agreement of the judge panel, ``vlsafety judges``). Plots are
@@ -27,6 +28,8 @@ SECTIONS = (
     "leaderboard",
     "quality",
     "categories",
+    "sources",
+    "update",
     "criteria",
     "projection",
     "stability",
@@ -45,6 +48,11 @@ class ReportData:
     leaderboard: pd.DataFrame | None = None
     quality: dict[str, float] = field(default_factory=dict)  # mad, mean, gap, div, ...
     category_counts: pd.DataFrame | None = None  # category, benchmark, pool
+    # a public benchmark: source, source_category, category (ours), n
+    source_counts: pd.DataFrame | None = None
+    # an update's version: metric, before, after (Table 2), and what it replaced
+    update: pd.DataFrame | None = None
+    update_note: str = ""
     criteria: pd.DataFrame | None = None  # c_sep, c_harm, c_div per benchmark sample
     embedding: np.ndarray | None = None  # (n, d) benchmark embeddings
     separability: np.ndarray | None = None  # (n,)
@@ -110,13 +118,20 @@ def _leaderboard(data: ReportData) -> str:
     )
     cols = [c for c in wanted if c in overall.columns]
     table = overall[cols].to_html(index=False, float_format=lambda v: f"{v:.3f}", classes="tbl")
-    pivot = lb[lb["category"] != "overall"].pivot_table(
-        index="model", columns="category", values="asr"
-    )
-    per_cat = (
-        pivot.to_html(float_format=lambda v: f"{v:.3f}", classes="tbl") if not pivot.empty else ""
-    )
-    return f"<h3>Overall (micro-average)</h3>{table}<h3>ASR by category</h3>{per_cat}"
+    from vlsafety.pipeline._evaluate import SOURCE_PREFIX
+
+    own = lb["category"].astype(str).str.startswith(SOURCE_PREFIX)
+    parts = [f"<h3>Overall (micro-average)</h3>{table}"]
+    for title, rows in (
+        ("ASR by category", lb[(lb["category"] != "overall") & ~own]),
+        ("ASR by source category", lb[own]),
+    ):
+        pivot = rows.pivot_table(index="model", columns="category", values="asr")
+        if not pivot.empty:
+            pivot.columns = [str(c).removeprefix(SOURCE_PREFIX) for c in pivot.columns]
+            html_table = pivot.to_html(float_format=lambda v: f"{v:.3f}", classes="tbl")
+            parts.append(f"<h3>{title}</h3>{html_table}")
+    return "".join(parts)
 
 
 def _quality(data: ReportData) -> str:
@@ -141,6 +156,37 @@ def _categories(data: ReportData) -> str:
     ax.set_ylabel("share of samples")
     ax.set_title("Category distribution: benchmark vs. pool")
     return _img(_png(fig), "category distribution") + cc.to_html(index=False, classes="tbl")
+
+
+def _sources(data: ReportData) -> str:
+    sc = data.source_counts
+    if sc is None or sc.empty:
+        return ""
+    import matplotlib.pyplot as plt
+
+    per = sc.groupby(["source", "source_category"], dropna=False)["n"].sum().reset_index()
+    labels = [f"{s}: {c}" for s, c in zip(per["source"], per["source_category"], strict=True)]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(per) + 1.2))
+    ax.barh(labels, per["n"], color="#4472c4")
+    ax.invert_yaxis()
+    ax.set_xlabel("samples")
+    ax.set_title("Source-category distribution")
+    cross = sc.pivot_table(
+        index=["source", "source_category"], columns="category", values="n", fill_value=0
+    )
+    return (
+        _img(_png(fig), "source-category distribution")
+        + "<h3>Source category × our taxonomy</h3>"
+        + cross.to_html(classes="tbl")
+    )
+
+
+def _update(data: ReportData) -> str:
+    up = data.update
+    if up is None or up.empty:
+        return ""
+    note = f"<p>{html.escape(data.update_note)}</p>" if data.update_note else ""
+    return note + up.to_html(index=False, float_format=lambda v: f"{v:.4f}", classes="tbl")
 
 
 def _criteria(data: ReportData) -> str:
@@ -307,6 +353,8 @@ _TITLES = {
     "leaderboard": "Leaderboard",
     "quality": "Benchmark quality",
     "categories": "Category distribution",
+    "sources": "Source categories (public benchmark)",
+    "update": "Update: before → after (Table 2)",
     "criteria": "Selection criteria",
     "projection": "Embedding projection (Fig. 5)",
     "stability": "Stability vs. benchmark size (Fig. 7)",
@@ -317,6 +365,8 @@ _BUILDERS = {
     "leaderboard": _leaderboard,
     "quality": _quality,
     "categories": _categories,
+    "sources": _sources,
+    "update": _update,
     "criteria": _criteria,
     "projection": _projection,
     "stability": _stability,

@@ -31,9 +31,11 @@ __all__ = [
     "keyword_category",
     "keyword_scores",
     "load_mappings",
+    "elite_code",
     "load_taxonomy",
     "map_label",
     "normalize_label",
+    "source_category",
     "unmapped_labels",
 ]
 
@@ -363,6 +365,42 @@ def map_label(
         if key in rule.values:
             return rule.values[key]
     return None
+
+
+def source_category(
+    source: str,
+    labels: Mapping[str, str | None] | None,
+    *,
+    mappings: LabelMappings | None = None,
+) -> str | None:
+    """The sample's category in the source benchmark's own words: the value of the first
+    label the source's mapping rules read (MM-SafetyBench ``scenario``, FigStep
+    ``category_name``, MLLMGuard ``dimension``), else of a default rule's label
+    (``category``, ``subcategory``, ``folder``, ``taxonomy_code``); None without one."""
+    if not labels:
+        return None
+    m = mappings or load_mappings()
+    by_key = {normalize_label(k): v for k, v in labels.items() if v not in (None, "")}
+    for rule in m.rules(source):
+        value = by_key.get(normalize_label(rule.label))
+        if value is not None:
+            return str(value)
+    return None
+
+
+def elite_code(
+    labels: Mapping[str, str | None] | None, text: str | None, *, min_hits: int = 1
+) -> str | None:
+    """The sample's ELITE hazard code (S1–S11, elite.txt §3.2): the source's own
+    ``taxonomy_code`` label when it names one, else :func:`keyword_category` over the
+    prompt and the text rendered in the image (``image_text``); None when undecided."""
+    elite = load_taxonomy("elite")
+    by_key = {normalize_label(k): v for k, v in (labels or {}).items() if v not in (None, "")}
+    code = by_key.get("taxonomy code")
+    if code is not None and str(code).strip().upper() in elite.names:
+        return str(code).strip().upper()
+    probe = " ".join(x for x in (text, by_key.get("image text")) if x)
+    return keyword_category(probe, elite, min_hits=min_hits)
 
 
 def unmapped_labels(

@@ -229,7 +229,7 @@ def test_update_replaces_worst_share(e2e: E2E, capsys: pytest.CaptureFixture[str
     ids = {r["candidate_id"] for r in rows}
     assert not ids & set(summary["removed"])
     assert set(summary["added"]) <= ids
-    assert set(summary["before"]) == {"mad", "mean", "gap"} == set(summary["after"])
+    assert set(summary["before"]) == {"mad", "mean", "gap", "div"} == set(summary["after"])
     hist = e2e.lake.history("updated")
     assert hist[0]["metadata"]["update_of"].startswith("pool@")
 

@@ -21,7 +21,7 @@ from vlsafety import cli, kinds
 from vlsafety.generate import CANDIDATE_COLUMNS
 from vlsafety.ingest import IMAGE_COLUMNS, RAW_POOL_COLUMNS
 from vlsafety.lake import Lake
-from vlsafety.pipeline import BENCHMARK_COLUMNS, LEADERBOARD_KEYS
+from vlsafety.pipeline import BENCHMARK_COLUMNS, LEADERBOARD_KEYS, PUBLIC_COLUMNS
 from vlsafety.pipeline._evaluate import LEADERBOARD_COLUMNS
 from vlsafety.pipeline._judges import AGREEMENT_COLUMNS, AGREEMENT_KEYS
 from vlsafety.pipeline._score import SCORED_COLUMNS
@@ -48,6 +48,8 @@ TABLES: dict[str, tuple[tuple[str, ...], list[str]]] = {
         ["request_key"],
     ),
     "judge_agreement": (AGREEMENT_COLUMNS, AGREEMENT_KEYS),
+    # what `ingest --as-benchmark` writes: candidates with the public source's lineage
+    "public": ((*CANDIDATE_COLUMNS, *PUBLIC_COLUMNS), ["candidate_id"]),
     # a benchmark missing one column the commands need
     "no_category": (tuple(c for c in BENCHMARK_COLUMNS if c != "category"), ["candidate_id"]),
 }
@@ -120,28 +122,36 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 COMMANDS: dict[str, tuple[list[str], set[str]]] = {
     "evaluate": (
         ["evaluate", "--benchmark", "{ref}", "--models", "tiny-llava"],
-        {"benchmark", "selected", "scored", "candidates"},
+        {"benchmark", "selected", "scored", "candidates", "public"},
     ),
     "update": (
         ["update", "--benchmark", "{ref}", "--replace", "0.2"],
-        {"benchmark", "selected", "scored", "candidates", "pool"},
+        {"benchmark", "selected", "scored", "candidates", "pool", "public"},
+    ),
+    # the pool the replacements come from: a table with the panel's scores (a build's
+    # scored table, its selected rows, an updated benchmark)
+    "update-pool": (
+        ["update", "--benchmark", "public@0", "--pool", "{ref}"],
+        {"scored", "selected", "benchmark"},
     ),
     "judges": (
         ["judges", "--benchmark", "{ref}"],
-        {"benchmark", "selected", "scored", "candidates"},
+        {"benchmark", "selected", "scored", "candidates", "public"},
     ),
     "select": (["select", "--input", "{ref}", "--n-max", "1"], {"scored", "benchmark"}),
+    # a benchmark without ELITE scores (a public one, candidates) is scored by the panel
+    # first; one with them is filtered as it is
     "select-elite": (
         ["select", "--mode", "elite-filter", "--input", "{ref}"],
-        {"scored", "benchmark"},
+        {"scored", "benchmark", "public", "candidates"},
     ),
     "export": (
         ["export", "{ref}", "--out", "{out}"],
-        {"benchmark", "selected", "scored", "candidates", "pool"},
+        {"benchmark", "selected", "scored", "candidates", "pool", "public"},
     ),
     "report": (
         ["report", "{ref}", "--out", "{out}/r.html"],
-        {"benchmark", "selected", "scored", "candidates", "pool"},
+        {"benchmark", "selected", "scored", "candidates", "pool", "public"},
     ),
 }
 
@@ -486,3 +496,74 @@ def test_judges_names_the_tables_it_reads_and_its_labels(
         _main(
             partial.root, tmp_path, "judges", "--benchmark", "benchmark@0", "--labels", str(labels)
         )
+
+
+FIGSTEP = Path(__file__).resolve().parents[2].parent / "shared" / "realbench" / "data" / "figstep"
+
+
+@pytest.mark.parametrize("table", sorted(t for t in TABLES if t != "public"))
+def test_as_benchmark_never_overwrites_another_kind(
+    lake: Lake, tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str
+) -> None:
+    args = ["ingest", "--source", f"figstep:{FIGSTEP}", "--as-benchmark", table]
+    rc = _main(lake.root, tmp_path, *args)
+    line = _one_error_line(capsys)
+    assert rc == 2
+    assert f"ingest --as-benchmark {table} (merges into {table}): table '{table}'" in line
+    assert "is not a public benchmark: missing column(s)" in line
+
+
+def test_as_benchmark_rewrites_a_public_benchmark_or_makes_one(
+    lake: Lake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("public", "fresh"):
+        with pytest.raises(Proceeded):
+            _main(
+                lake.root,
+                tmp_path,
+                *["ingest", "--source", f"figstep:{FIGSTEP}", "--as-benchmark", name],
+            )
+        assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--as-benchmark", "bad name"], "ingest --as-benchmark bad name: "),
+        (["--as-benchmark", "x", "--dry-run"], "--as-benchmark writes a table; drop --dry-run"),
+        (["--as-benchmark", "x", "--limit", "0"], "ingest --limit: expected a positive number"),
+    ],
+)
+def test_as_benchmark_usage_is_one_line(
+    lake: Lake,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    fragment: str,
+) -> None:
+    rc = _main(lake.root, tmp_path, "ingest", "--source", f"figstep:{FIGSTEP}", *args)
+    assert fragment in _one_error_line(capsys)
+    assert rc == 2
+
+
+def test_same_source_kind_twice_is_one_line(
+    lake: Lake, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # past the table checks the job itself refuses before any work: no Spark
+    monkeypatch.setattr("vlsafety.cli._ctx", lambda cfg: None)
+    rc = _main(
+        lake.root,
+        tmp_path,
+        *["ingest", "--source", f"figstep:{FIGSTEP}", "--source", f"figstep:{FIGSTEP}/data"],
+        *["--as-benchmark", "x"],
+    )
+    assert "source kind 'figstep' is given twice" in _one_error_line(capsys)
+    assert rc == 2
+
+
+def test_update_replace_outside_0_1_is_one_line(
+    lake: Lake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = _main(lake.root, tmp_path, "update", "--benchmark", "public@0", "--replace", "1.5")
+    assert "update --replace: expected a share in [0, 1], got 1.5" in _one_error_line(capsys)
+    assert rc == 2

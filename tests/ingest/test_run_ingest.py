@@ -200,3 +200,24 @@ def test_records_are_staged_in_chunks_and_the_staging_is_removed(
         got = sorted(lake.read_arrow(table).column(key).to_pylist())
         assert got == sorted(first.read_arrow(table, version=0).column(key).to_pylist())
     assert not any((tmp_path / "lake" / "_staging").iterdir())
+
+
+def test_limit_reads_the_first_records_and_into_takes_them_instead_of_raw_pool(
+    spark: SparkSession, ingested: dict[str, Any], tmp_path: Path
+) -> None:
+    from vlsafety.lake import Lake
+
+    lake = Lake(tmp_path / "lake", spark)
+    got: list[int] = []
+
+    def into(rows: Any) -> dict[str, Any]:
+        got.append(rows.count())
+        return {"taken": got[-1]}
+
+    spec = f"manifest:{ingested['manifest']}"
+    counts = run_ingest(spark, lake, [spec], IngestOptions(partitions=1, limit=5), into=into)
+    assert counts["listed"] == 5 == counts["samples"] + counts["rejected"]
+    assert got == [counts["samples"]] and counts["taken"] == counts["samples"]
+    assert not lake.exists("raw_pool")  # the rows went to `into` only
+    with pytest.raises(ValueError, match="IngestOptions.limit: must be a positive integer"):
+        IngestOptions(limit=0)

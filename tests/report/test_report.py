@@ -45,7 +45,7 @@ def _data(n: int = 60) -> ReportData:
                 "elite_mean": 3.0,
             }
             for m in ("m1", "m2")
-            for c in ("privacy", "bias", "overall")
+            for c in ("privacy", "bias", "overall", "source:figstep/Hate Speech")
         ]
     )
     return ReportData(
@@ -56,6 +56,23 @@ def _data(n: int = 60) -> ReportData:
         category_counts=pd.DataFrame(
             {"category": ["privacy", "bias"], "benchmark": [5, 7], "pool": [50, 20]}
         ),
+        source_counts=pd.DataFrame(
+            {
+                "source": ["figstep", "figstep", "mllmguard"],
+                "source_category": ["Hate Speech", "Privacy Violation", "bias"],
+                "category": ["bias", "privacy", "bias"],
+                "n": [4, 3, 5],
+            }
+        ),
+        update=pd.DataFrame(
+            {
+                "metric": ["MAD", "DIV"],
+                "before": [0.1, 0.2],
+                "after": [0.2, 0.25],
+                "change": [0.1, 0.05],
+            }
+        ),
+        update_note="bench@2 → bench@3: 20% replaced from scored@1",
         criteria=pd.DataFrame(
             {"c_sep": rng.random(n), "c_harm": rng.random(n), "c_div": rng.random(n)}
         ),
@@ -88,8 +105,14 @@ def test_report_has_every_section_with_embedded_pngs(tmp_path: Path) -> None:
         assert f'<section id="{sid}">' in page
     assert "class='empty'" not in page
     images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
-    # categories, criteria, projection, stability, sweep, reliability (the rest are tables)
-    assert len(images) == 6
+    # categories, sources, criteria, projection, stability, sweep, reliability (the rest
+    # are tables)
+    assert len(images) == 7
+    # the public benchmark's own categories in their own table, not among ours
+    own = page.split("<h3>ASR by source category</h3>")[1].split("</table>")[0]
+    ours = page.split("<h3>ASR by category</h3>")[1].split("</table>")[0]
+    assert "figstep/Hate Speech" in own and "figstep/Hate Speech" not in ours
+    assert "bench@2 → bench@3: 20% replaced from scored@1" in page
     for b64 in images:
         img = Image.open(io.BytesIO(base64.b64decode(b64)))
         assert img.format == "PNG" and img.width > 100

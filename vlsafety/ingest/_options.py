@@ -25,6 +25,8 @@ class IngestOptions:
         fetch_timeout_s, max_fetch_bytes: limits for allowed remote fetches.
         partitions: Spark partitions for reading/hashing (None: from the record count).
         records_per_partition: target records per partition when ``partitions`` is None.
+        limit: read only the first N records (and record-level rejects) of each source,
+            in the adapter's order: a trial run over a subset of a release (None: all).
     """
 
     allow_remote: bool = False
@@ -38,6 +40,7 @@ class IngestOptions:
     max_fetch_bytes: int = 32 * 1024 * 1024
     partitions: int | None = None
     records_per_partition: int = 2000
+    limit: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_file_bytes", "max_pixels", "max_fetch_bytes", "records_per_partition"):
@@ -50,6 +53,10 @@ class IngestOptions:
             raise ValueError(
                 f"IngestOptions.partitions: must be a positive integer, got {self.partitions!r}"
             )
+        if self.limit is not None and (
+            not isinstance(self.limit, int) or isinstance(self.limit, bool) or self.limit <= 0
+        ):
+            raise ValueError(f"IngestOptions.limit: must be a positive integer, got {self.limit!r}")
         if self.fetch_timeout_s <= 0:
             raise ValueError(
                 f"IngestOptions.fetch_timeout_s: must be positive, got {self.fetch_timeout_s!r}"

@@ -17,7 +17,7 @@ import functools
 import logging
 import math
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -409,8 +409,14 @@ def run_ingest(
     lake: Lake,
     sources: Sequence[str],
     options: IngestOptions | None = None,
+    *,
+    into: Callable[[DataFrame], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Ingest ``sources`` (``KIND:PATH`` strings) into the lake.
+
+    With ``into``, the samples are not merged into ``raw_pool``: ``into`` is called
+    once with them (the ``raw_pool`` columns, readable only during the call) and its
+    counts are added to the result (``vlsafety ingest --as-benchmark``).
 
     Writes ``images`` (merge on image_id), ``raw_pool`` (merge on sample_id) and
     ``rejects`` (merge on reject_id). Returns counts: ``listed`` = ``samples`` +
@@ -433,7 +439,7 @@ def run_ingest(
         if key in seen:
             raise ValueError(f"source {spec!r} is listed twice (also as {seen[key]!r})")
         seen[key] = spec
-    if lake.exists("raw_pool") and "intent" not in lake.schema("raw_pool").names:
+    if into is None and lake.exists("raw_pool") and "intent" not in lake.schema("raw_pool").names:
         raise ValueError(
             f"raw_pool under {lake.root} predates the intent column (harmful/benign/unknown); "
             "ingest into a new lake (preprocess still reads this one, as intent unknown)"
@@ -447,7 +453,12 @@ def run_ingest(
         for spec in sources:
             current: str | None = None
             listed = 0
+            taken = 0
             for item in scan_source(spec, options):
+                if not isinstance(item, SourceFile):
+                    if options.limit is not None and taken >= options.limit:
+                        break
+                    taken += 1
                 if isinstance(item, SourceFile):
                     if current is not None:
                         files[current] = f"read, {listed} listed"
@@ -505,7 +516,9 @@ def run_ingest(
                 counts["images_version"] = lake.write(
                     fit_images_schema(lake, images), "images", "merge", keys=["image_id"]
                 )
-            if counts["samples"]:
+            if into is not None:
+                counts.update(into(ok.select(*RAW_POOL_COLUMNS)))
+            elif counts["samples"]:
                 counts["raw_pool_version"] = lake.write(
                     ok.select(*RAW_POOL_COLUMNS), "raw_pool", "merge", keys=["sample_id"]
                 )

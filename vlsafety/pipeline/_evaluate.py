@@ -43,9 +43,19 @@ from vlsafety.pipeline._build import Models, _write_rejects, load_models
 from vlsafety.pipeline._runner import run_stage
 from vlsafety.tracking import RunRecorder, track
 
-__all__ = ["LEADERBOARD_COLUMNS", "LEADERBOARD_KEYS", "evaluate", "leaderboard_frame"]
+__all__ = [
+    "LEADERBOARD_COLUMNS",
+    "LEADERBOARD_KEYS",
+    "SOURCE_PREFIX",
+    "evaluate",
+    "leaderboard_frame",
+]
 
 LEADERBOARD_KEYS = ["benchmark", "benchmark_version", "model_id", "category", "panel"]
+
+#: Leaderboard rows of a public benchmark's own categories are ``source:<category>``
+#: (the ``source_category`` column of ``ingest --as-benchmark``), beside our taxonomy's.
+SOURCE_PREFIX = "source:"
 
 #: The figures of each leaderboard row (see the module docstring).
 LEADERBOARD_COLUMNS = (
@@ -162,7 +172,14 @@ def leaderboard_frame(
                 ]
             )
         )
-        grid = bench.select("candidate_id", "category").crossJoin(
+        # a public benchmark's own categories (``source_category``) get rows too, as
+        # ``source:<source>/<category>`` (SOURCE_PREFIX)
+        src = F.lit(None).cast("string")
+        if "source_category" in bench.columns:  # qualified by the source: labels may repeat
+            src = F.col("source_category")
+            if "source" in bench.columns:
+                src = F.when(src.isNotNull(), F.concat_ws("/", F.col("source"), src))
+        grid = bench.select("candidate_id", "category", src.alias("source_category")).crossJoin(
             spark.createDataFrame([(m,) for m in model_ids], "model_id string")
         )
         answered = resp.select(
@@ -205,6 +222,7 @@ def leaderboard_frame(
                 "candidate_id",
                 "model_id",
                 "category",
+                "source_category",
                 F.coalesce(F.col("answered"), F.lit(False)).alias("answered"),
                 F.size(F.filter(probs, lambda x: x.isNotNull())).alias("n_valid"),
                 "v.judged",
@@ -217,7 +235,12 @@ def leaderboard_frame(
             )
             .persist(StorageLevel.MEMORY_AND_DISK)
         )
-        both = pairs.unionByName(pairs.withColumn("category", F.lit("overall")))
+        by_source = pairs.where(F.col("source_category").isNotNull()).withColumn(
+            "category", F.concat(F.lit(SOURCE_PREFIX), F.col("source_category"))
+        )
+        both = pairs.unionByName(pairs.withColumn("category", F.lit("overall"))).unionByName(
+            by_source
+        )
         out = (
             both.select("model_id", "category", "judged", "harmful", "elite", "refused")
             .groupBy("model_id", "category")

@@ -121,6 +121,18 @@ def report_data(
                 "pool": [int(pool_cats.get(c, 0)) for c in cats],
             }
         )
+    # a public benchmark's own categories, and an update's before -> after
+    if {"source", "source_category", "category"} <= set(bench.columns):
+        data.source_counts = (
+            bench.assign(source_category=bench["source_category"].fillna("(none)"))
+            .groupby(["source", "source_category", "category"])
+            .size()
+            .rename("n")
+            .reset_index()
+        )
+    else:
+        data.notes["sources"] = "not a public benchmark (no source categories)"
+    _update_section(data, lake, table, version)
     # criteria and projection
     crit = [c for c in ("c_sep", "c_harm", "c_div") if c in bench.columns]
     if crit:
@@ -213,6 +225,35 @@ def _judge_report(lake: Lake, table: str, version: int, data: ReportData) -> Non
             )
             return
     data.notes["judges"] = f"no judge agreement for {table}@{version} yet: run `vlsafety judges`"
+
+
+def _update_section(data: ReportData, lake: Lake, table: str, version: int) -> None:
+    """Before → after figures of the update that wrote ``table@version`` (from its Delta
+    commit's metadata), or a note."""
+    import json
+
+    from vlsafety.pipeline._update import QUALITY_KEYS
+
+    meta = next(
+        (h.get("metadata") or {} for h in lake.history(table) if h["version"] == version), {}
+    )
+    if "quality_before" not in meta:
+        data.notes["update"] = f"{table}@{version} was not written by `vlsafety update`"
+        return
+    before, after = json.loads(meta["quality_before"]), json.loads(meta["quality_after"])
+    keys = [k for k in QUALITY_KEYS if k in before and k in after]
+    data.update = pd.DataFrame(
+        {
+            "metric": [k.upper() for k in keys],
+            "before": [before[k] for k in keys],
+            "after": [after[k] for k in keys],
+            "change": [after[k] - before[k] for k in keys],
+        }
+    )
+    data.update_note = (
+        f"{meta.get('update_of')} → {table}@{version}: {float(meta.get('replace', 0)):.0%} "
+        f"replaced from {meta.get('pool', 'scored')}"
+    )
 
 
 def _victims(cfg: Config, n: int) -> list[str]:

@@ -46,7 +46,7 @@ from vlsafety.preprocess._filters import (
     normalize_text,
 )
 from vlsafety.preprocess._options import PreprocessOptions
-from vlsafety.preprocess._stage import POOL_SCHEMA, check_batch, run_preprocess
+from vlsafety.preprocess._stage import POOL_SCHEMA, check_batch, run_preprocess, validate_samples
 
 __all__ = [
     "POOL_SCHEMA",
@@ -81,6 +81,7 @@ __all__ = [
     "run_preprocess",
     "semantic_pairs",
     "shingles",
+    "validate_samples",
     "verifier_prompt",
     "verifier_votes",
     "zero_shot_probs",

@@ -24,11 +24,13 @@ rows, embeddings or image bytes (DESIGN "Scale-out rules").
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +76,7 @@ if TYPE_CHECKING:
 
     from vlsafety.lake import Lake
 
-__all__ = ["CHECK_COLUMNS", "POOL_SCHEMA", "check_batch", "run_preprocess"]
+__all__ = ["CHECK_COLUMNS", "POOL_SCHEMA", "check_batch", "run_preprocess", "validate_samples"]
 
 STAGE = "preprocess"
 
@@ -624,7 +626,7 @@ _REJECT_SCHEMA = pa.schema(
 )
 
 
-def _reject_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+def _reject_batch(batch: pa.RecordBatch, stage: str = STAGE) -> pa.RecordBatch:
     """Reject rows with their content key (:func:`reject_id_of`, as every stage)."""
     t = pa.Table.from_batches([batch])
     cols = {
@@ -639,7 +641,7 @@ def _reject_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
         for d, of, lv, sc in zip(cols["detail"], dup_of, level, score, strict=True)
     ]
     ids = [
-        reject_id_of(STAGE, r, s, ref, sid)
+        reject_id_of(stage, r, s, ref, sid)
         for r, s, ref, sid in zip(
             cols["reason"], cols["source"], cols["source_ref"], cols["sample_id"], strict=True
         )
@@ -647,7 +649,7 @@ def _reject_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [
             pa.array(ids, pa.string()),
-            pa.array([STAGE] * t.num_rows, pa.string()),
+            pa.array([stage] * t.num_rows, pa.string()),
             *[
                 pa.array(cols[c], pa.string())
                 for c in ("reason", "detail", "source", "source_ref", "sample_id")
@@ -1247,9 +1249,25 @@ class _Run:
     def write(
         self, pool: DataFrame, dups: DataFrame, rejects: DataFrame, checked: DataFrame
     ) -> None:
+        self.write_images(pool, checked)
+        if self.counts["kept"]:
+            if self.lake.exists("pool") and "intent" not in self.lake.schema("pool").names:
+                pool = pool.drop("intent")  # a pool written before the intent column
+            self.counts["pool_version"] = self.lake.write(pool, "pool", "merge", keys=["sample_id"])
+        if self.counts.get("duplicates", 0):
+            self.counts["duplicates_version"] = self.lake.write(
+                dups, "duplicates", "merge", keys=["sample_id"]
+            )
+        if self.counts["rejected"]:
+            self.counts["rejects_version"] = self.lake.write(
+                rejects, "rejects", "merge", keys=["reject_id"]
+            )
+
+    def write_images(self, kept: DataFrame, checked: DataFrame) -> None:
+        """Merge into ``images`` the normalized images the ``kept`` rows refer to."""
         from pyspark.sql import functions as F
 
-        kept_images = pool.select(F.col("source_image_id").alias("image_id")).where(
+        kept_images = kept.select(F.col("source_image_id").alias("image_id")).where(
             F.col("image_id").isNotNull()
         )
         normalized = (
@@ -1275,18 +1293,6 @@ class _Run:
         if normalized.limit(1).count():
             self.counts["images_version"] = self.lake.write(
                 fit_images_schema(self.lake, normalized), "images", "merge", keys=["image_id"]
-            )
-        if self.counts["kept"]:
-            if self.lake.exists("pool") and "intent" not in self.lake.schema("pool").names:
-                pool = pool.drop("intent")  # a pool written before the intent column
-            self.counts["pool_version"] = self.lake.write(pool, "pool", "merge", keys=["sample_id"])
-        if self.counts.get("duplicates", 0):
-            self.counts["duplicates_version"] = self.lake.write(
-                dups, "duplicates", "merge", keys=["sample_id"]
-            )
-        if self.counts["rejected"]:
-            self.counts["rejects_version"] = self.lake.write(
-                rejects, "rejects", "merge", keys=["reject_id"]
             )
 
 
@@ -1480,3 +1486,119 @@ def _run(run: _Run) -> dict[str, Any]:
     counts.pop("duplicates", None)
     counts.pop("near_pairs", None)
     return counts
+
+
+#: Columns ``validate_samples`` reads of the samples it is given (``raw_pool``'s).
+SAMPLE_COLUMNS = ("sample_id", "image_id", "text", "text_error", "source", "source_ref", "labels")
+
+
+@contextmanager
+def validate_samples(
+    spark: SparkSession,
+    lake: Lake,
+    samples: DataFrame,
+    options: PreprocessOptions | None = None,
+    *,
+    embedder: Any = None,
+    verifier: Any = None,
+    stage: str = "benchmark",
+) -> Iterator[tuple[DataFrame, DataFrame, dict[str, Any]]]:
+    """The validity half of preprocessing on ``samples`` (rows of ``raw_pool``'s schema):
+    image checks and normalization, the prompt filters, and categorization — but no
+    dedup and no intent filter: a published benchmark keeps every valid row it has,
+    duplicates and benign controls included. Nothing is merged into ``pool``; images
+    that normalization changed are merged into ``images`` (the rows refer to them).
+
+    Yields ``(valid, rejects, counts)`` while the run's scratch files exist (write both
+    inside the block): ``valid`` in the ``pool`` columns (:data:`POOL_SCHEMA`),
+    ``rejects`` in the ``rejects`` columns with ``stage``, and counts with
+    ``pending = kept + rejected`` (checked) and ``rejected.<reason>``.
+    """
+    from pyspark.sql import functions as F
+
+    from vlsafety.ingest import INTENTS
+
+    options = options or PreprocessOptions()
+    options = dataclasses.replace(options, keep_intents=INTENTS)
+    run = _Run(spark, lake, options, embedder, verifier)
+    try:
+        intent = F.col("intent") if "intent" in samples.columns else F.lit(None).cast("string")
+        pending = run.persist(
+            samples.select(*SAMPLE_COLUMNS, F.coalesce(intent, F.lit("unknown")).alias("intent"))
+        )
+        counts = run.counts
+        counts["pending"] = pending.count()
+        checked = run.check_images(pending)
+        screened = run.screen(pending, checked)
+        filtered = screened.filter(F.col("reason").isNotNull())
+        live = screened.filter(F.col("reason").isNull())
+        # embeddings only serve CLIP votes here (the rows keep none): skipped for an
+        # untrusted embedder, whose votes would not count anyway
+        use = counts["pending"] and embedder is not None and run.trusted(embedder)
+        emb = run.embed(live, checked) if use else None
+        rows = live.select(
+            "sample_id",
+            "image_id",
+            "text",
+            "source",
+            "source_ref",
+            "labels",
+            "intent",
+            "width",
+            "height",
+            "n_frames",
+            "normalization",
+            "phash",
+            "phash_fine",
+        ).join(
+            pending.select("sample_id", F.col("image_id").alias("_source_image_id")), "sample_id"
+        )
+        decided = run.categorize(rows, emb, checked)
+        valid = decided.filter(~F.col("uncategorized")).drop("uncategorized")
+        uncategorized = decided.filter(F.col("uncategorized")).select(
+            "sample_id",
+            F.lit("uncategorized").alias("reason"),
+            F.lit("no source label, model vote or keyword placed it").alias("detail"),
+        )
+        origin = pending.select("sample_id", "source", "source_ref")
+        no_dup = [
+            F.lit(None).cast("string").alias("duplicate_of"),
+            F.lit(None).cast("string").alias("dedup_level"),
+            F.lit(None).cast("double").alias("score"),
+        ]
+        rejects = run.persist(
+            filtered.select("sample_id", "reason", "detail", *no_dup)
+            .unionByName(uncategorized.select("*", *no_dup))
+            .join(origin, "sample_id")
+            .select(
+                "reason",
+                "detail",
+                "source",
+                "source_ref",
+                "sample_id",
+                "duplicate_of",
+                "dedup_level",
+                "score",
+            )
+            .mapInArrow(
+                _map_batches(functools.partial(_reject_batch, stage=stage)),
+                _spark_schema(_REJECT_SCHEMA),
+            )
+        )
+        by_reason = {
+            r["reason"]: int(r["n"])
+            for r in rejects.groupBy("reason").agg(F.count("*").alias("n")).collect()
+        }
+        counts["kept"] = valid.count()
+        counts["rejected"] = sum(by_reason.values())
+        for reason, c in sorted(by_reason.items()):
+            counts[f"rejected.{reason}"] = c
+        if counts["pending"] != counts["kept"] + counts["rejected"]:
+            raise RuntimeError(
+                f"{stage} validity counts do not balance: pending {counts['pending']} != "
+                f"kept {counts['kept']} + rejected {counts['rejected']}"
+            )
+        run.write_images(valid, checked)
+        yield valid, rejects, dict(counts)
+    finally:
+        run.close()
