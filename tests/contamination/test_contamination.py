@@ -290,3 +290,47 @@ def test_recall_and_precision_against_brute_force(world: dict[str, Any]) -> None
     got = {(r["sample_id"], r["source"], r["kind"]) for r in world["rows"]}
     assert truth, "the planted copies must match by the rules themselves"
     assert got == truth
+
+
+def test_build_leaves_contaminated_samples_out(world: dict[str, Any]) -> None:
+    """``select.exclude_contaminated``: a contaminated scored sample is filtered before
+    selection with a ``contaminated:<source>`` reject, and the stage's counts balance."""
+    from vlsafety.config import load_config
+    from vlsafety.pipeline._build import Models, _Build
+    from vlsafety.pipeline._runner import run_stage
+    from vlsafety.taxonomy import load_taxonomy
+
+    lake: Lake = world["lake"]
+    bench: pa.Table = world["bench"]
+    n = bench.num_rows
+    names = load_taxonomy("vlsb").names
+    scored = bench.set_column(
+        bench.schema.get_field_index("category"),
+        "category",
+        pa.array([names[i % len(names)] for i in range(n)]),
+    )
+    scored = scored.append_column("p_h", pa.array(np.linspace(0.1, 0.9, n)))
+    scored = scored.append_column("harm", pa.array(np.full(n, 0.5)))
+    lake.write(scored, "scored", "overwrite", keys=["candidate_id"])
+    cfg = load_config(
+        None,
+        [
+            f"lake.root={lake.root}",
+            "tracking.enabled=false",
+            "select.exclude_contaminated=true",
+            "select.n_max=100",
+            "build.benchmark_table=selected",
+            "preprocess.partitions=2",
+        ],
+    )
+    result = run_stage("select", _Build(cfg, lake, Models(specs={})).select, cfg=cfg, lake=lake)
+    expected = world["expected"]
+    clean = {s for s, (kind, _) in expected.items() if kind is None}
+    source_of = {s: world["source_of"][of] for s, (_, of) in expected.items() if of}
+    assert (result.rows_in, result.rows_out, result.filtered) == (n, len(clean), n - len(clean))
+    assert result.extra["contaminated"] == n - len(clean)
+    assert set(lake.read_arrow("selected").column("candidate_id").to_pylist()) == clean
+    rejects = lake.read_arrow("rejects").filter(pc.field("stage") == "select").to_pylist()
+    assert {r["sample_id"]: r["reason"] for r in rejects} == {
+        s: f"contaminated:{src}" for s, src in source_of.items()
+    }

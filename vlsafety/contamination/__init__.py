@@ -19,6 +19,7 @@ from vlsafety.contamination._stage import (
     format_summary,
     ingested_sources,
     latest_check,
+    resolve_against,
     run_contamination,
     summary_metrics,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "format_summary",
     "ingested_sources",
     "latest_check",
+    "resolve_against",
     "run_contamination",
     "summary_metrics",
 ]

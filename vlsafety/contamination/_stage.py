@@ -46,6 +46,7 @@ __all__ = [
     "format_summary",
     "ingested_sources",
     "latest_check",
+    "resolve_against",
     "run_contamination",
     "summary_metrics",
 ]
