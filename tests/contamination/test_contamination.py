@@ -133,6 +133,7 @@ def world(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict
         {
             "sample_id": [r["sample_id"] for r in recs],
             "source": [r["source"] for r in recs],
+            "category": ["toxicity"] * len(recs),
             "joint_embedding": pa.array(list(pub_vec), pa.list_(pa.float32())),
             "embedder_untrained": [False] * len(recs),
         }
@@ -230,6 +231,39 @@ def test_summary_shares(world: dict[str, Any]) -> None:
     text = format_summary(s)
     assert "vlguard" in text and "figstep" in text and "any" in text
     assert latest_check(world["lake"], "bench", 0)["check_id"] == s["check_id"]
+
+
+def test_command_logs_to_mlflow_and_the_report_shows_it(
+    world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``vlsafety contamination`` is one MLflow run with the shares as metrics; a rerun
+    of the same check adds no row; the report of the version shows the check."""
+    from mlflow.tracking import MlflowClient
+
+    from vlsafety import cli
+    from vlsafety.config import load_config
+    from vlsafety.pipeline._report import report_data
+
+    lake: Lake = world["lake"]
+    rows_before = lake.read_arrow("contamination").num_rows
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sets = [f"lake.root={lake.root}", f"tracking.uri={uri}", "preprocess.semantic_cluster_size=40"]
+    argv = [x for kv in sets for x in ("--set", kv)]
+    rc = cli.main([*argv, "contamination", "--benchmark", "bench@0", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["check_id"] == world["summary"]["check_id"]  # same thresholds, same inputs
+    assert lake.read_arrow("contamination").num_rows == rows_before
+    metrics = MlflowClient(tracking_uri=uri).get_run(out["run_id"]).data.metrics
+    n = len(world["expected"])
+    assert metrics["contamination.any.share"] == pytest.approx((n - 12) / n)
+    assert metrics["contamination.vlguard.near_text.share"] == pytest.approx(3 / n)
+    cfg = load_config(None, [*sets, "tracking.enabled=false"])
+    data = report_data(cfg, lake, "bench", 0, None)
+    assert data.contamination is not None
+    assert data.contamination["check_id"] == out["check_id"]
+    assert data.contamination_matches is not None
+    assert set(data.contamination_matches["kind"]) == set(KINDS)
 
 
 def test_one_reason_per_contaminated_sample(world: dict[str, Any]) -> None:

@@ -271,7 +271,8 @@ def run_contamination(
                 "benchmark": table,
                 "version": version,
                 "against": sources,
-                "options": asdict(opts),
+                # what decides the matches (the partition count does not)
+                "options": {k: v for k, v in asdict(opts).items() if k != "partitions"},
                 "inputs": {
                     t: lake.version(t)
                     for t in ("raw_pool", "images", "pool", "sources")
