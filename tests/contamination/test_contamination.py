@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from tests.ingest.realbench import data_dir
@@ -30,7 +32,7 @@ from vlsafety.contamination import (
     run_contamination,
 )
 from vlsafety.ingest import IngestOptions, SourceRecord, iter_source, run_ingest
-from vlsafety.preprocess import minhash_signatures
+from vlsafety.preprocess import minhash_signatures, phash_multi_bands
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -368,3 +370,25 @@ def test_build_leaves_contaminated_samples_out(world: dict[str, Any]) -> None:
     assert {r["sample_id"]: r["reason"] for r in rejects} == {
         s: f"contaminated:{src}" for s, src in source_of.items()
     }
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    h=st.integers(0, 2**64 - 1),
+    radius=st.integers(0, 16),
+    flips=st.integers(0, 2),
+    data=st.data(),
+)
+def test_multi_index_bands_find_every_hash_within_the_radius(
+    h: int, radius: int, flips: int, data: st.DataObject
+) -> None:
+    """Pigeonhole: a hash within ``radius`` bits of an indexed one shares a band key with
+    it once the query side flips up to ``flips`` bits per band."""
+    bits = data.draw(st.lists(st.integers(0, 63), max_size=radius, unique=True))
+    other = h
+    for b in bits:
+        other ^= 1 << b
+    band_i, key_i = phash_multi_bands(np.array([h], np.uint64), radius, flips, query=False)
+    band_q, key_q = phash_multi_bands(np.array([other], np.uint64), radius, flips, query=True)
+    indexed = set(zip(band_i.tolist(), key_i[0].tolist(), strict=True))
+    assert indexed & set(zip(band_q.tolist(), key_q[0].tolist(), strict=True))
