@@ -392,3 +392,12 @@ def test_multi_index_bands_find_every_hash_within_the_radius(
     band_q, key_q = phash_multi_bands(np.array([other], np.uint64), radius, flips, query=True)
     indexed = set(zip(band_i.tolist(), key_i[0].tolist(), strict=True))
     assert indexed & set(zip(band_q.tolist(), key_q[0].tolist(), strict=True))
+
+
+def test_exclude_contaminated_is_off_by_default_and_a_boolean() -> None:
+    from vlsafety.config import ConfigError, SelectConfig, load_config
+
+    assert load_config(None).select.exclude_contaminated is False
+    assert load_config(None, ["select.exclude_contaminated=true"]).select.exclude_contaminated
+    with pytest.raises(ConfigError, match="select.exclude_contaminated: must be true or false"):
+        SelectConfig(exclude_contaminated="yes")  # type: ignore[arg-type]
