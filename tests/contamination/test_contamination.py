@@ -7,6 +7,7 @@ that a brute-force comparison of all pairs finds.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from pathlib import Path
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 PUBLIC = {"figstep": "figstep", "vlguard": "vlguard-github-data"}
 DIM = 32
 OPTS = ContaminationOptions(partitions=2, semantic_cluster_size=40)
+#: the same thresholds as config keys (the command reads them from ``preprocess.*``)
+SETTINGS = ("preprocess.partitions=2", "preprocess.semantic_cluster_size=40")
 
 
 def _blob(seed: int, size: tuple[int, int] = (96, 80)) -> bytes:
@@ -91,7 +94,11 @@ def _file(rec: SourceRecord) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def world(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def world(
+    spark: SparkSession,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    from vlsafety import cli
     from vlsafety.lake import Lake
 
     root = tmp_path_factory.mktemp("contamination")
@@ -166,13 +173,23 @@ def world(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict
         }
     )
     lake.write(bench, "bench", "overwrite", keys=["candidate_id"])
-    summary = run_contamination(spark, lake, "bench", None, options=OPTS)
+    # the check as the command runs it: one MLflow run, the summary as JSON
+    uri = f"sqlite:///{root}/mlflow.db"
+    sets = [f"lake.root={lake.root}", f"tracking.uri={uri}", *SETTINGS]
+    argv = [x for kv in sets for x in ("--set", kv)]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = cli.main([*argv, "contamination", "--benchmark", "bench@0", "--json"])
+    assert rc == 0
+    summary = json.loads(out.getvalue())
     rows = lake.read_arrow("contamination").filter(
         pc.equal(pc.field("check_id"), summary["check_id"])
     )
     return {
         "lake": lake,
         "summary": summary,
+        "settings": sets,
+        "tracking_uri": uri,
         "rows": rows.to_pylist(),
         "expected": expected,
         "bench": bench,
@@ -235,37 +252,30 @@ def test_summary_shares(world: dict[str, Any]) -> None:
     assert latest_check(world["lake"], "bench", 0)["check_id"] == s["check_id"]
 
 
-def test_command_logs_to_mlflow_and_the_report_shows_it(
-    world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``vlsafety contamination`` is one MLflow run with the shares as metrics; a rerun
-    of the same check adds no row; the report of the version shows the check."""
+def test_command_logs_to_mlflow_and_the_report_shows_it(world: dict[str, Any]) -> None:
+    """``vlsafety contamination`` is one MLflow run with the shares as metrics (and the
+    summary as an artifact); the report of the version shows the check."""
     from mlflow.tracking import MlflowClient
 
-    from vlsafety import cli
     from vlsafety.config import load_config
     from vlsafety.pipeline._report import report_data
 
-    lake: Lake = world["lake"]
-    rows_before = lake.read_arrow("contamination").num_rows
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    sets = [f"lake.root={lake.root}", f"tracking.uri={uri}", "preprocess.semantic_cluster_size=40"]
-    argv = [x for kv in sets for x in ("--set", kv)]
-    rc = cli.main([*argv, "contamination", "--benchmark", "bench@0", "--json"])
-    assert rc == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["check_id"] == world["summary"]["check_id"]  # same thresholds, same inputs
-    assert lake.read_arrow("contamination").num_rows == rows_before
-    metrics = MlflowClient(tracking_uri=uri).get_run(out["run_id"]).data.metrics
+    summary = world["summary"]
+    client = MlflowClient(tracking_uri=world["tracking_uri"])
+    metrics = client.get_run(summary["run_id"]).data.metrics
     n = len(world["expected"])
     assert metrics["contamination.any.share"] == pytest.approx((n - 12) / n)
     assert metrics["contamination.vlguard.near_text.share"] == pytest.approx(3 / n)
-    cfg = load_config(None, [*sets, "tracking.enabled=false"])
-    data = report_data(cfg, lake, "bench", 0, None)
+    artifacts = [a.path for a in client.list_artifacts(summary["run_id"])]
+    assert "contamination_summary.json" in artifacts
+    cfg = load_config(None, [*world["settings"], "tracking.enabled=false"])
+    data = report_data(cfg, world["lake"], "bench", 0, None)
     assert data.contamination is not None
-    assert data.contamination["check_id"] == out["check_id"]
+    assert data.contamination["check_id"] == summary["check_id"]
     assert data.contamination_matches is not None
     assert set(data.contamination_matches["kind"]) == set(KINDS)
+    # the check id hashes what decides the matches: the same check from the API
+    assert ContaminationOptions.from_preprocess(cfg.preprocess) == OPTS
 
 
 def test_one_reason_per_contaminated_sample(world: dict[str, Any]) -> None:
