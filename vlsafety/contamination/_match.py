@@ -384,13 +384,12 @@ def _cross_partition(
 
 
 def semantic_matches(
-    vectors: DataFrame, opts: ContaminationOptions, partitions: int
+    vectors: DataFrame, n: int, opts: ContaminationOptions, partitions: int
 ) -> tuple[DataFrame | None, dict[str, float]]:
-    """Semantic matches among ``vectors`` (uid, vec; an even uid is a query point, an
-    odd one an indexed point). None when there is nothing to compare."""
+    """Semantic matches among ``vectors`` (``n`` rows of uid, vec; an even uid is a query
+    point, an odd one an indexed point). None when there is nothing to compare."""
     from pyspark.sql import functions as F
 
-    n = vectors.count()
     stats: dict[str, float] = {"semantic_vectors": float(n)}
     if n < 2:
         return None, stats

@@ -139,17 +139,17 @@ def _semantic_vectors(
     q_vec: str | None,
     opts: ContaminationOptions,
     notes: list[str],
-) -> DataFrame | None:
-    """(uid, vec) of both sides for the semantic level, or None (with a note) when the
-    embeddings are missing, of another dimension, or an untrained model's."""
+) -> tuple[DataFrame | None, int]:
+    """(uid, vec) of both sides for the semantic level and their count, or None (with a
+    note) when the embeddings are missing, of another dimension, or an untrained model's."""
     from pyspark.sql import functions as F
 
     if q_vec is None:
         notes.append("semantic: the benchmark has no embedding column")
-        return None
+        return None, 0
     if not lake.exists("pool") or "joint_embedding" not in lake.schema("pool").names:
         notes.append("semantic: no pool with joint embeddings (run `vlsafety preprocess`)")
-        return None
+        return None, 0
     pool = lake.read("pool")
     recs = r.select("uid", "record_id").join(
         pool.select(
@@ -178,26 +178,27 @@ def _semantic_vectors(
             F.min(F.size("vec")).alias("dmin"),
             F.max(F.size("vec")).alias("dmax"),
             F.max("untrained").alias("untrained"),
+            F.count("*").alias("n"),
         )
         .collect()
     }
     if len(agg) < 2:
         notes.append("semantic: no embeddings on one side (benchmark or public records)")
-        return None
+        return None, 0
     q_d, r_d = (agg[0]["dmin"], agg[0]["dmax"]), (agg[1]["dmin"], agg[1]["dmax"])
     if len({*q_d, *r_d}) != 1:
         notes.append(
             f"semantic: embedding dimensions differ (benchmark {q_d[0]}-{q_d[1]}, "
             f"public records {r_d[0]}-{r_d[1]}); skipped"
         )
-        return None
+        return None, 0
     if agg[1]["untrained"] and not opts.trust_untrained:
         notes.append(
             "semantic: the pool's embedder is untrained (random weights); skipped "
             "(preprocess.trust_untrained compares them anyway)"
         )
-        return None
-    return qv.unionByName(recs.select("uid", "vec"))
+        return None, 0
+    return qv.unionByName(recs.select("uid", "vec")), int(agg[0]["n"]) + int(agg[1]["n"])
 
 
 def run_contamination(
@@ -253,17 +254,24 @@ def run_contamination(
     r = r.persist(StorageLevel.MEMORY_AND_DISK)
     notes: list[str] = []
     try:
-        n_samples = q.count()
-        records = {
-            str(row["source"]): int(row["count"]) for row in r.groupBy("source").count().collect()
+        # one job: the benchmark's size (null source) and the records of each source
+        sizes = {
+            row["source"]: int(row["count"])
+            for row in r.select("source")
+            .unionByName(q.select(F.lit(None).cast("string").alias("source")))
+            .groupBy("source")
+            .count()
+            .collect()
         }
+        n_samples = sizes.pop(None, 0)
+        records = {str(k): v for k, v in sizes.items()}
         q_keyed = key_units(q, opts, query=True).persist(StorageLevel.MEMORY_AND_DISK)
         r_keyed = key_units(r, opts, query=False).persist(StorageLevel.MEMORY_AND_DISK)
         matches = exact_matches(q, r).unionByName(near_matches(q_keyed, r_keyed, opts, parts))
-        vecs = _semantic_vectors(lake, q, r, q_vec, opts, notes)
+        vecs, n_vecs = _semantic_vectors(lake, q, r, q_vec, opts, notes)
         stats: dict[str, float] = {}
         if vecs is not None:
-            sem, stats = semantic_matches(vecs, opts, parts)
+            sem, stats = semantic_matches(vecs, n_vecs, opts, parts)
             if sem is not None:
                 matches = matches.unionByName(sem)
         check_id = _check_id(
