@@ -23,6 +23,7 @@ from PIL import Image
 
 from tests.ingest.realbench import data_dir
 from vlsafety.contamination import (
+    CONTAMINATION_SCHEMA,
     KINDS,
     ContaminationOptions,
     NoSourcesError,
@@ -226,6 +227,13 @@ def test_planted_copies_are_found_with_their_kind(world: dict[str, Any]) -> None
             assert kinds <= {"exact_image", "near_image"}
         elif kind is not None:
             assert kinds == {kind}
+
+
+def test_the_table_has_its_declared_schema(world: dict[str, Any]) -> None:
+    lake: Lake = world["lake"]
+    assert lake.schema("contamination").names == CONTAMINATION_SCHEMA.names
+    assert lake.keys("contamination") == ["check_id", "sample_id", "source", "kind"]
+    assert {r["level"] for r in world["rows"]} == {"exact", "near", "semantic"}
 
 
 def test_clean_samples_are_not_flagged(world: dict[str, Any]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -50,8 +49,6 @@ __all__ = [
     "run_contamination",
     "summary_metrics",
 ]
-
-log = logging.getLogger(__name__)
 
 TABLE = "contamination"
 #: The reason prefix of a sample the build leaves out (``contaminated:<source>``).
