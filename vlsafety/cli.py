@@ -668,6 +668,38 @@ def _cmd_update(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+# -------------------------------------------------------------- contamination
+@command("contamination")
+def _cmd_contamination(args: argparse.Namespace, cfg: Config) -> int:
+    from vlsafety.contamination import (
+        NoSourcesError,
+        check_contamination,
+        format_summary,
+        ingested_sources,
+        resolve_against,
+    )
+    from vlsafety.kinds import CONTAMINATION, IMAGES, RAW_POOL, SAMPLES
+
+    name, version = _ref(args.benchmark, "contamination --benchmark")
+    what = f"contamination --benchmark {args.benchmark}"
+    version = _require(cfg, what, name, version, SAMPLES)
+    _require(cfg, what, "raw_pool", None, RAW_POOL)
+    _require(cfg, what, "images", None, IMAGES)
+    _require_present(cfg, what, {"contamination": CONTAMINATION})
+    against = [a for part in args.against or [] for a in part.split(",") if a] or None
+    probe = _probe(cfg)
+    try:
+        if probe is not None and probe.exists("sources"):  # else known once Spark runs
+            resolve_against(ingested_sources(probe), against)
+        summary = check_contamination(
+            cfg, _ctx(cfg), name, version, against=against, command=_command_line(args)
+        )
+    except NoSourcesError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+    _emit(args, summary, format_summary(summary))
+    return 0
+
+
 @command("evaluate")
 def _cmd_evaluate(args: argparse.Namespace, cfg: Config) -> int:
     from vlsafety.kinds import BENCHMARK, IMAGES, JUDGMENTS, LEADERBOARD, RESPONSES
@@ -905,6 +937,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="TABLE", help="output table (default: build.benchmark_table)")
     s.add_argument(
         "--where", help="Spark SQL filter on the source rows, e.g. \"source = 'figstep'\""
+    )
+    s.add_argument("--json", action="store_true")
+
+    s = add(
+        "contamination",
+        "compare a benchmark version with the ingested public benchmarks (near-copies)",
+    )
+    s.add_argument("--benchmark", required=True, metavar="TABLE[@VERSION]")
+    s.add_argument(
+        "--against",
+        action="append",
+        metavar="SOURCE",
+        help="an ingested source (raw_pool.source), repeatable or comma-separated "
+        "(default: every ingested public benchmark, not folder/manifest data)",
     )
     s.add_argument("--json", action="store_true")
 

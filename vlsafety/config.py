@@ -210,6 +210,10 @@ class SelectConfig:
     #: present, else numpy (vlsafety.selection.auto_device). All pick identically; see
     #: bench/selection.py for the figures.
     device: Literal["auto", "numpy", "cpu", "cuda"] = "numpy"
+    #: leave out samples that match an ingested public benchmark (``vlsafety
+    #: contamination``'s check, thresholds from ``preprocess.*``) before selecting: each
+    #: one a ``rejects`` row with reason ``contaminated:<source>``, counted as filtered.
+    exclude_contaminated: bool = False
 
     @property
     def engine(self) -> str | None:
@@ -218,6 +222,11 @@ class SelectConfig:
     def __post_init__(self) -> None:
         if self.n_max <= 0:
             raise ConfigError(f"select.n_max: must be positive, got {self.n_max}")
+        if not isinstance(self.exclude_contaminated, bool):
+            raise ConfigError(
+                "select.exclude_contaminated: must be true or false, "
+                f"got {self.exclude_contaminated!r}"
+            )
         if len(self.weights) != 3 or any(w < 0 for w in self.weights):
             raise ConfigError(
                 "select.weights: need three non-negative weights (alpha, beta, gamma)"

@@ -25,6 +25,7 @@ __all__ = [
     "BENCHMARK",
     "CANDIDATES",
     "CANDIDATE_EMBEDDINGS",
+    "CONTAMINATION",
     "IMAGES",
     "JUDGE_AGREEMENT",
     "JUDGMENTS",
@@ -144,6 +145,14 @@ PUBLIC_BENCHMARK = Kind(
 #: Samples with an id, an image, a question and a category: a benchmark, or rows of a
 #: pool (what ``update``, ``export`` and ``report`` take).
 SAMPLES = Kind("a benchmark", (("candidate_id", "sample_id"), "image_id", "text", "category"))
+
+#: ``contamination``, merged into by ``vlsafety contamination`` on its keys
+#: (``vlsafety.contamination.CONTAMINATION_SCHEMA``).
+CONTAMINATION = Kind(
+    "a contamination table",
+    ("check_id", "benchmark", "sample_id", "source", "kind", "similarity"),
+    hint="run `vlsafety contamination`",
+)
 
 
 def selection_input(mode: str, *, source_balancing: bool = False) -> Kind:

@@ -1,12 +1,14 @@
 """One self-contained HTML report of a benchmark version (``vlsafety report``).
 
-Sections: leaderboard, quality metrics (MAD / MEAN / GAP / DIV), category distribution
-of the benchmark vs. the pool, a public benchmark's own (source) categories against our
-taxonomy, an update's before → after figures (VLSafetyBencher Table 2), criteria histograms, a 2-D projection of the benchmark's
-embeddings colored by separability and harmfulness (VLSafetyBencher Fig. 5), ASR
-stability vs. benchmark size (Fig. 7), the weight sweep (Fig. 6) and the judge report
-(agreement of the judge panel, ``vlsafety judges``). Plots are
-matplotlib PNGs embedded as base64, so the page has no external references.
+Sections: leaderboard, quality metrics (MAD / MEAN / GAP / DIV), contamination by the
+public benchmarks (share of samples with an exact / near / semantic match), category
+distribution of the benchmark vs. the pool, a public benchmark's own (source) categories
+against our taxonomy, an update's before → after figures (VLSafetyBencher Table 2),
+criteria histograms, a 2-D projection of the benchmark's embeddings colored by
+separability and harmfulness (VLSafetyBencher Fig. 5), ASR stability vs. benchmark size
+(Fig. 7), the weight sweep (Fig. 6) and the judge report (agreement of the judge panel,
+``vlsafety judges``). Plots are matplotlib PNGs embedded as base64, so the page has no
+external references.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = ["SECTIONS", "ReportData", "project_2d", "reliability_figure", "render
 SECTIONS = (
     "leaderboard",
     "quality",
+    "contamination",
     "categories",
     "sources",
     "update",
@@ -47,6 +50,10 @@ class ReportData:
     # model, category, n (evaluated), n_refused, n_unjudged, asr, sr, n_elite, e_asr, elite_mean
     leaderboard: pd.DataFrame | None = None
     quality: dict[str, float] = field(default_factory=dict)  # mad, mean, gap, div, ...
+    # the latest contamination check's summary (vlsafety.contamination), and its strongest
+    # matches: sample_id, source, record_id, source_ref, kind, similarity, n_matches
+    contamination: dict[str, Any] | None = None
+    contamination_matches: pd.DataFrame | None = None
     category_counts: pd.DataFrame | None = None  # category, benchmark, pool
     # a public benchmark: source, source_category, category (ours), n
     source_counts: pd.DataFrame | None = None
@@ -141,6 +148,34 @@ def _quality(data: ReportData) -> str:
         f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" for k, v in data.quality.items()
     )
     return f'<table class="tbl"><tr><th>metric</th><th>value</th></tr>{rows}</table>'
+
+
+def _contamination(data: ReportData) -> str:
+    summary = data.contamination
+    if not summary:
+        return ""
+    from vlsafety.contamination import KINDS
+
+    rows = []
+    for name, s in [*summary["sources"].items(), ("any source", summary["any"])]:
+        row = {"source": name, "records": s["records"], "contaminated": s["contaminated"]}
+        row["share"] = f"{s['share']:.1%}"
+        row.update({k: f"{s['kinds'][k]['share']:.1%}" for k in KINDS})
+        rows.append(row)
+    head = (
+        f"<p>{summary['samples']} samples compared with {html.escape(', '.join(summary['against']))}"
+        f" (check {html.escape(str(summary.get('check_id', '-')))}). Share: of the benchmark's "
+        "samples with a match of that source (and kind).</p>"
+    )
+    table = pd.DataFrame(rows).to_html(index=False, classes="tbl")
+    notes = "".join(f"<p><em>note: {html.escape(n)}</em></p>" for n in summary.get("notes", []))
+    matches = data.contamination_matches
+    examples = ""
+    if matches is not None and not matches.empty:
+        examples = "<h3>Strongest matches</h3>" + matches.to_html(
+            index=False, float_format=lambda v: f"{v:.3f}", classes="tbl"
+        )
+    return head + table + notes + examples
 
 
 def _categories(data: ReportData) -> str:
@@ -352,6 +387,7 @@ def _judges(data: ReportData) -> str:
 _TITLES = {
     "leaderboard": "Leaderboard",
     "quality": "Benchmark quality",
+    "contamination": "Contamination (public benchmarks)",
     "categories": "Category distribution",
     "sources": "Source categories (public benchmark)",
     "update": "Update: before → after (Table 2)",
@@ -364,6 +400,7 @@ _TITLES = {
 _BUILDERS = {
     "leaderboard": _leaderboard,
     "quality": _quality,
+    "contamination": _contamination,
     "categories": _categories,
     "sources": _sources,
     "update": _update,

@@ -153,6 +153,10 @@ COMMANDS: dict[str, tuple[list[str], set[str]]] = {
         ["report", "{ref}", "--out", "{out}/r.html"],
         {"benchmark", "selected", "scored", "candidates", "pool", "public"},
     ),
+    "contamination": (
+        ["contamination", "--benchmark", "{ref}"],
+        {"benchmark", "selected", "scored", "candidates", "pool", "public"},
+    ),
 }
 
 
@@ -236,6 +240,7 @@ def test_missing_table_without_version(
         ["select", "--input", "absent"],
         ["export", "absent", "--out", str(tmp_path / "out")],
         ["judges", "--benchmark", "absent"],
+        ["contamination", "--benchmark", "absent"],
     ):
         rc = _main(lake.root, tmp_path, *args)
         line = _one_error_line(capsys)
@@ -265,6 +270,50 @@ def test_update_and_evaluate_name_the_other_tables_they_read(
     rc = _main(partial.root, tmp_path, "update", "--benchmark", "benchmark@0")
     line = _one_error_line(capsys)
     assert rc == 2 and "table 'scored' (version 0) is not a scored pool" in line
+
+
+def test_contamination_names_the_other_tables_it_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The public records (raw_pool, images) it compares with, and the contamination
+    table it merges into."""
+    partial = Lake(tmp_path / "partial")
+    _write(partial, "benchmark", BENCHMARK_COLUMNS, ["candidate_id"])
+    args = ["contamination", "--benchmark", "benchmark@0"]
+    rc = _main(partial.root, tmp_path, *args)
+    assert rc == 2 and "table 'raw_pool' not found" in _one_error_line(capsys)
+    _write(partial, "raw_pool", RAW_POOL_COLUMNS, ["sample_id"])
+    rc = _main(partial.root, tmp_path, *args)
+    assert rc == 2 and "table 'images' not found" in _one_error_line(capsys)
+    _write(partial, "images", IMAGE_COLUMNS, ["image_id"])
+    _write(partial, "contamination", RAW_POOL_COLUMNS, ["sample_id"])  # not one
+    rc = _main(partial.root, tmp_path, *args)
+    line = _one_error_line(capsys)
+    assert rc == 2 and "(merges into contamination)" in line
+    assert "table 'contamination' (version 0) is not a contamination table" in line
+
+
+def test_contamination_against_a_source_never_ingested(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vlsafety.ingest import SOURCES_SCHEMA
+
+    lake = Lake(tmp_path / "lake")
+    for name, (columns, keys) in TABLES.items():
+        if name in ("benchmark", "raw_pool", "images"):
+            _write(lake, name, columns, keys)
+    row = {"source": "vlguard", "kind": "vlguard", "path": "/d/vlguard", "listed": 3}
+    lake.write(
+        pa.Table.from_pylist([{**row, "ingested_at": "2026-12-01T00:00:00+00:00"}], SOURCES_SCHEMA),
+        "sources",
+        "overwrite",
+    )
+    args = ["contamination", "--benchmark", "benchmark@0"]
+    rc = _main(lake.root, tmp_path, *args, "--against", "figstep")
+    line = _one_error_line(capsys)
+    assert rc == 2 and "--against figstep: not an ingested source (ingested: vlguard)" in line
+    with pytest.raises(Proceeded):  # a known source gets past the checks
+        _main(lake.root, tmp_path, *args, "--against", "vlguard")
 
 
 @pytest.mark.parametrize("table", sorted(set(TABLES) - {"leaderboard"}))

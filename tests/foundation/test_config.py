@@ -54,6 +54,7 @@ def test_overrides_are_typed(tmp_path: Path) -> None:
         ("select.weights=[0.5,0.5,0.5]", "select.weights: must sum to 1"),
         ("select.n_max=0", "select.n_max: must be positive"),
         ("score.missing=drop", "score.missing: must be one of 'reject', 'exclude', got 'drop'"),
+        ("select.exclude_contaminated=maybe", "select.exclude_contaminated: expected true/false"),
         ("noequals", "expected KEY=VALUE"),
         ("judges.elite.min_token_mass=1.5", "judges.elite.min_token_mass: must be in [0, 1]"),
         ("judges.elite.min_token_mass=-0.1", "judges.elite.min_token_mass: must be in [0, 1]"),

@@ -31,6 +31,27 @@ def _judges() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["group", "metric", "rater", "value"])
 
 
+def _contamination_summary(n: int) -> dict[str, object]:
+    """A check's summary as ``vlsafety.contamination`` writes it: 6 of n samples copy
+    vlguard (4 exact images, 2 near texts), none figstep."""
+    from vlsafety.contamination import KINDS
+
+    def part(records: int, hits: dict[str, int], any_hit: int) -> dict[str, object]:
+        kinds = {k: {"samples": hits.get(k, 0), "share": hits.get(k, 0) / n} for k in KINDS}
+        return {"records": records, "contaminated": any_hit, "share": any_hit / n, "kinds": kinds}
+
+    vl = part(73, {"exact_image": 4, "near_text": 2}, 6)
+    return {
+        "benchmark": "bench@3",
+        "samples": n,
+        "against": ["figstep", "vlguard"],
+        "check_id": "c0ffee",
+        "sources": {"figstep": part(50, {}, 0), "vlguard": vl},
+        "any": vl,
+        "notes": [],
+    }
+
+
 def _data(n: int = 60) -> ReportData:
     rng = np.random.default_rng(0)
     lb = pd.DataFrame(
@@ -53,6 +74,10 @@ def _data(n: int = 60) -> ReportData:
         subtitle="run abc",
         leaderboard=lb,
         quality={"mad": 0.1, "mean": 0.3, "gap": 0.4, "div": 0.8},
+        contamination=_contamination_summary(n),
+        contamination_matches=pd.DataFrame(
+            [{"sample_id": "s1", "source": "vlguard", "kind": "near_text", "similarity": 0.91}]
+        ),
         category_counts=pd.DataFrame(
             {"category": ["privacy", "bias"], "benchmark": [5, 7], "pool": [50, 20]}
         ),
@@ -126,6 +151,15 @@ def test_missing_parts_say_why(tmp_path: Path) -> None:
     page = render_report(data, tmp_path / "e.html").read_text()
     assert page.count("class='empty'") == len(SECTIONS)
     assert "needs ≥ 2 models" in page
+
+
+def test_contamination_section_shows_each_source_share(tmp_path: Path) -> None:
+    page = render_report(_data(), tmp_path / "c.html").read_text()
+    section = page.split('<section id="contamination">')[1].split("</section>")[0]
+    assert "figstep" in section and "vlguard" in section and "any source" in section
+    assert "10.0%" in section  # 6 of 60 samples copy vlguard
+    assert "6.7%" in section  # 4 of 60 by an exact image
+    assert "near_text" in section and "0.910" in section  # the strongest match
 
 
 def test_projection_shapes() -> None:

@@ -281,3 +281,29 @@ def test_compacting_the_matrix_in_place_equals_fancy_indexing() -> None:
     got = _compact_rows(q, keep)
     assert np.shares_memory(got, q)
     np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=20, deadline=None)
+@given(keep=st.lists(st.booleans(), min_size=30, max_size=30), batch=st.integers(1, 31))
+def test_a_row_subset_streams_and_takes_the_kept_rows(keep: list[bool], batch: int) -> None:
+    """RowSubset: the column of a filtered table, batch by batch and by position."""
+    import tempfile
+
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from vlsafety.selection import DatasetColumn, RowSubset
+
+    table = _table(30, seed=7)
+    mask = np.array(keep)
+    kept = np.flatnonzero(mask)
+    want = table.filter(pa.array(mask)).column("embedding").to_pylist()
+    with tempfile.TemporaryDirectory() as tmp:
+        pq.write_table(table, f"{tmp}/t.parquet", row_group_size=4)
+        source = DatasetColumn(ds.dataset(f"{tmp}/t.parquet"), "embedding", batch_size=batch)
+        subset = RowSubset(source, kept)
+        streamed = [v for chunk in subset.batches() for v in chunk.to_pylist()]
+        order = np.arange(kept.size)[::-1].copy()
+        taken = subset.take(order).to_pylist()
+    assert streamed == want
+    assert taken == [want[i] for i in order.tolist()]

@@ -52,7 +52,9 @@ from vlsafety.ingest._records import (
 )
 from vlsafety.ingest._stage import (
     IMAGE_COLUMNS,
+    OWN_DATA_KINDS,
     RAW_POOL_COLUMNS,
+    SOURCES_SCHEMA,
     ingest_batch,
     records_to_arrow,
     run_ingest,
@@ -70,7 +72,9 @@ __all__ = [
     "INGEST_REASONS",
     "INTENTS",
     "LOAD_ERRORS",
+    "OWN_DATA_KINDS",
     "RAW_POOL_COLUMNS",
+    "SOURCES_SCHEMA",
     "REJECT_COLUMNS",
     "ImageHeader",
     "ImageRef",

@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IMAGE_COLUMNS",
+    "OWN_DATA_KINDS",
     "RAW_POOL_COLUMNS",
+    "SOURCES_SCHEMA",
     "fit_images_schema",
     "ingest_batch",
     "read_image_bytes",
@@ -143,6 +145,23 @@ def fit_images_schema(lake: Lake, images: DataFrame) -> DataFrame:
     if lake.exists("images") and "phash_fine" not in lake.schema("images").names:
         return images.drop("phash_fine")
     return images
+
+
+#: The ``sources`` table: each ingested ``KIND:PATH`` (keys: kind, path). ``source`` is the
+#: name its records carry in ``raw_pool.source`` (the kind); ``listed`` its records and
+#: rejects when it was first ingested. What ``vlsafety contamination`` compares against.
+SOURCES_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("kind", pa.string()),
+        ("path", pa.string()),
+        ("listed", pa.int64()),
+        ("ingested_at", pa.string()),  # UTC, ISO 8601
+    ]
+)
+
+#: Adapter kinds that read a user's own data rather than a public benchmark release.
+OWN_DATA_KINDS = ("folder", "manifest")
 
 
 #: Columns of ``raw_pool`` (key: sample_id).
@@ -404,6 +423,23 @@ class _Staging:
         self.scratch.remove()
 
 
+def _remember_sources(lake: Lake, listed: dict[str, int]) -> int:
+    """Merge one ``sources`` row per ingested ``KIND:PATH`` (a source ingested before
+    keeps its first row)."""
+    from datetime import UTC, datetime
+
+    rows: dict[str, list[Any]] = {f.name: [] for f in SOURCES_SCHEMA}
+    now = datetime.now(UTC).isoformat()
+    for spec, n in listed.items():
+        kind, path = parse_source(spec)
+        for name, value in zip(
+            SOURCES_SCHEMA.names, (kind, kind, str(path.resolve()), n, now), strict=True
+        ):
+            rows[name].append(value)
+    table = pa.table(rows, schema=SOURCES_SCHEMA)
+    return lake.write(table, "sources", "merge", keys=["kind", "path"])
+
+
 def run_ingest(
     spark: SparkSession,
     lake: Lake,
@@ -449,11 +485,13 @@ def run_ingest(
     files: dict[str, str] = {}
     n_files = {"read": 0, "skipped": 0}
     intents: dict[str, int] = {}
+    per_source: dict[str, int] = {}
     try:
         for spec in sources:
             current: str | None = None
             listed = 0
             taken = 0
+            per_source[spec] = 0
             for item in scan_source(spec, options):
                 if not isinstance(item, SourceFile):
                     if options.limit is not None and taken >= options.limit:
@@ -469,6 +507,7 @@ def run_ingest(
                         files[fkey] = f"skipped: {item.reason}"
                     continue
                 listed += 1
+                per_source[spec] += 1
                 if isinstance(item, SourceRecord):
                     intents[item.intent] = intents.get(item.intent, 0) + 1
                 staging.add(item)
@@ -522,6 +561,7 @@ def run_ingest(
                 counts["raw_pool_version"] = lake.write(
                     ok.select(*RAW_POOL_COLUMNS), "raw_pool", "merge", keys=["sample_id"]
                 )
+        counts["sources_version"] = _remember_sources(lake, per_source)
         counts["rejected"] = sum(reasons.values())
         for reason, n in sorted(reasons.items()):
             counts[f"rejected.{reason}"] = n

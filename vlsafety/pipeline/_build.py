@@ -10,12 +10,14 @@ keys, merged into Delta), so a killed build resumes where it stopped.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from vlsafety.config import Config
@@ -25,6 +27,8 @@ from vlsafety.pipeline._runner import StageResult, run_stage
 from vlsafety.tracking import RunRecorder, track
 
 __all__ = ["BUILD_STAGES", "BuildResult", "Models", "build", "load_models", "score_current"]
+
+log = logging.getLogger("vlsafety")
 
 BUILD_STAGES = (
     "ingest",
@@ -351,6 +355,14 @@ class _Build:
         taxonomy = load_taxonomy(self.cfg.select.taxonomy)
         sel = self.cfg.select
         elite = sel.elite
+        n_in = table.num_rows
+        contaminated: dict[str, Any] = {"contaminated": 0}
+        if sel.exclude_contaminated:
+            table, contaminated, kept = self._exclude_contaminated(table)
+            if embeddings is not None and kept is not None:
+                from vlsafety.selection import RowSubset
+
+                embeddings = RowSubset(embeddings, kept)
         if (
             sel.mode == "elite-filter"
             and elite.balance.max_source_share is not None
@@ -402,15 +414,58 @@ class _Build:
             {f"quality.{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
         )
         rec.log_dict(summary, "selection_summary.json")
-        n_in = table.num_rows
         return {
             "rows_in": n_in,
             "rows_out": selected.num_rows,
             "rejected": int(summary["n_rejected"]),
-            "filtered": int(summary["n_not_selected"]),
+            "filtered": int(summary["n_not_selected"]) + int(contaminated["contaminated"]),
+            **contaminated,
             "benchmark_version": version,
             **{f"quality.{k}": v for k, v in metrics.items() if isinstance(v, int | float)},
         }
+
+    def _exclude_contaminated(self, table: pa.Table) -> tuple[pa.Table, dict[str, Any], Any]:
+        """``select.exclude_contaminated``: the scored samples that match an ingested public
+        benchmark leave the selection, each with a ``contaminated:<source>`` reject.
+        Returns the kept rows, the counts and the kept rows' positions (None: all kept)."""
+        import pyarrow.compute as pc
+
+        from vlsafety.contamination import (
+            REASON,
+            ContaminationOptions,
+            NoSourcesError,
+            contaminated_samples,
+            run_contamination,
+            summary_metrics,
+        )
+
+        opts = ContaminationOptions.from_preprocess(self.cfg.preprocess)
+        try:
+            check = run_contamination(self.spark, self.lake, "scored", None, options=opts)
+        except NoSourcesError as exc:
+            log.warning("select.exclude_contaminated: %s; nothing excluded", exc)
+            return table, {"contaminated": 0}, None
+        worst = contaminated_samples(self.lake, check["check_id"])
+        keep = pc.invert(pc.is_in(table.column("sample_id"), value_set=worst.column("sample_id")))
+        kept = table.filter(keep)
+        rejects = [
+            {
+                "sample_id": r["sample_id"],
+                "reason": f"{REASON}:{r['source']}",
+                "detail": f"{r['kind']} match with {r['source']} record {r['record_id']} "
+                f"(similarity {r['similarity']:.3f})",
+            }
+            for r in worst.to_pylist()
+        ]
+        if rejects:
+            write_reject_rows(self.lake, "select", rejects)
+        counts: dict[str, Any] = {"contaminated": table.num_rows - kept.num_rows}
+        for r in rejects:
+            key = f"contaminated.{r['reason'].partition(':')[2]}"
+            counts[key] = counts.get(key, 0) + 1
+        counts.update(summary_metrics(check))
+        positions = np.flatnonzero(pc.fill_null(keep, False).to_numpy(zero_copy_only=False))
+        return kept, counts, positions
 
 
 def build(

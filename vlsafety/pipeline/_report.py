@@ -102,6 +102,8 @@ def report_data(
         )
     if "c_div" in bench.columns and bench["c_div"].notna().any():
         data.quality["div"] = float(bench["c_div"].mean())
+    # contamination: the latest check of this version (`vlsafety contamination`)
+    _contamination(lake, table, version, data)
     # categories: benchmark vs pool
     pool_name = "pool" if lake.exists("pool") else "scored" if lake.exists("scored") else None
     if "category" in bench.columns and pool_name:
@@ -253,6 +255,29 @@ def _update_section(data: ReportData, lake: Lake, table: str, version: int) -> N
     data.update_note = (
         f"{meta.get('update_of')} → {table}@{version}: {float(meta.get('replace', 0)):.0%} "
         f"replaced from {meta.get('pool', 'scored')}"
+    )
+
+
+def _contamination(lake: Lake, table: str, version: int, data: ReportData) -> None:
+    from pyspark.sql import functions as F
+
+    from vlsafety.contamination import latest_check
+
+    check = latest_check(lake, table, version)
+    if check is None:
+        data.notes["contamination"] = (
+            f"no contamination check of {table}@{version} yet: run "
+            f"`vlsafety contamination --benchmark {table}@{version}`"
+        )
+        return
+    data.contamination = check
+    data.contamination_matches = (  # at most 20 rows reach the driver
+        lake.read("contamination")
+        .where(F.col("check_id") == check["check_id"])
+        .orderBy(F.col("similarity").desc(), "sample_id", "source", "kind")
+        .select("sample_id", "source", "record_id", "source_ref", "kind", "similarity", "n_matches")
+        .limit(20)
+        .toPandas()
     )
 
 

@@ -46,6 +46,14 @@ from vlsafety.preprocess._filters import (
     normalize_text,
 )
 from vlsafety.preprocess._options import PreprocessOptions
+from vlsafety.preprocess._spark_dedup import (
+    SemanticPlan,
+    assign_clusters,
+    band_keys,
+    fixed_binary,
+    phash_multi_bands,
+    semantic_plan,
+)
 from vlsafety.preprocess._stage import POOL_SCHEMA, check_batch, run_preprocess, validate_samples
 
 __all__ = [
@@ -56,8 +64,11 @@ __all__ = [
     "DedupResult",
     "ImageCheck",
     "PreprocessOptions",
+    "SemanticPlan",
     "SemanticResult",
     "UnionFind",
+    "assign_clusters",
+    "band_keys",
     "VerifierRequest",
     "Votes",
     "brute_force_hamming_pairs",
@@ -71,6 +82,7 @@ __all__ = [
     "deduplicate_semantic",
     "estimate_jaccard",
     "fine_hash",
+    "fixed_binary",
     "is_untrained",
     "lsh_pairs",
     "minhash_signatures",
@@ -78,8 +90,10 @@ __all__ = [
     "near_duplicate_pairs",
     "normalize_text",
     "parse_verifier_answer",
+    "phash_multi_bands",
     "run_preprocess",
     "semantic_pairs",
+    "semantic_plan",
     "shingles",
     "validate_samples",
     "verifier_prompt",

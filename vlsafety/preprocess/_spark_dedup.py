@@ -45,12 +45,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NEAR_PHASH_BAND_BASE",
+    "SemanticPlan",
+    "assign_clusters",
     "band_keys",
     "exact_level",
+    "fixed_binary",
     "near_pairs",
     "phash_bands",
+    "phash_multi_bands",
     "resolve_groups",
     "semantic_pairs_spark",
+    "semantic_plan",
     "vectors_numpy",
 ]
 
@@ -90,6 +95,30 @@ def phash_bands(phash: np.ndarray, radius: int) -> np.ndarray:
     for b, (shift, width) in enumerate(_band_layout(radius + 1)):
         out[:, b] = ((h >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
     return out
+
+
+def phash_multi_bands(
+    phash: np.ndarray, radius: int, flips: int, *, query: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keys of a multi-index search within ``radius`` bits of the 64-bit pHash, for a
+    join of a small query side against a large indexed side.
+
+    The hash is split into ``m = ceil((radius + 1) / (flips + 1))`` contiguous bands, so
+    two hashes within ``radius`` bits differ in at most ``flips`` bits of some band
+    (pigeonhole: ``m * (flips + 1) > radius``). The indexed side (``query=False``) keys
+    each band by its value; the query side by every value within ``flips`` bits of its
+    own. Wider bands mean far smaller key groups on the indexed side (``flips=0`` is
+    :func:`phash_bands`). Returns (band index per column, (n, columns) int64 keys)."""
+    from vlsafety.preprocess._dedup import _band_layout, _flip_masks
+
+    h = np.asarray(phash, dtype=np.uint64)
+    bands, keys = [], []
+    for b, (shift, width) in enumerate(_band_layout(-(-(radius + 1) // (flips + 1)))):
+        value = (h >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        masks = _flip_masks(width, flips) if query else np.zeros(1, dtype=np.uint64)
+        keys.append((value[:, None] ^ masks[None, :]).astype(np.int64))
+        bands.append(np.full(len(masks), b, dtype=np.int32))
+    return np.concatenate(bands), np.concatenate(keys, axis=1)
 
 
 # ---------------------------------------------------------------------------- exact
@@ -387,35 +416,20 @@ def _cluster_partition(
             )
 
 
-def semantic_pairs_spark(
+def semantic_plan(
     vectors: DataFrame,
+    n: int,
     *,
     eps: float,
     cluster_size: int,
     max_assign: int,
     seed: int,
-    partitions: int,
     sample_size: int = 50_000,
     project_dim: int | None = 256,
-) -> tuple[pa.Table, pa.Table, dict[str, float]]:
-    """Semantic pairs among ``vectors`` (uid, vec: array<float>, all of one dimension).
-
-    Returns (pairs ``a, b, cos``; ``uid, centroid_distance`` of the points in a pair;
-    stats). The driver holds the training sample (at most ``sample_size`` vectors) and
-    the centroids, nothing per row. Exact for every point within ``max_assign`` clusters
-    of the margin (see :func:`vlsafety.preprocess.semantic_pairs`).
-    """
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
-    n = vectors.count()
-    stats: dict[str, float] = {"semantic_vectors": float(n)}
-    empty_pairs = _SEM_PAIRS.empty_table()
-    empty_nodes = pa.table(
-        {"uid": pa.array([], pa.int64()), "centroid_distance": pa.array([], pa.float32())}
-    )
-    if n < 2:
-        return empty_pairs, empty_nodes, stats
+) -> tuple[SemanticPlan, dict[str, float]]:
+    """The driver's part of the semantic level over ``vectors`` (uid, vec; ``n`` rows):
+    k-means centroids (and a PCA projection) trained on a sample of at most
+    ``sample_size`` vectors. Returns the plan the executors use, and stats."""
     frac = min(1.0, 1.2 * sample_size / n)
     sample_tbl = (
         vectors.sample(fraction=frac, seed=seed)
@@ -445,20 +459,67 @@ def semantic_pairs_spark(
                 niter=8,
                 points_per_centroid=32,
             )
-    stats["semantic_clusters"] = float(len(centroids))
-    plan = SemanticPlan(eps, centroids, projection, max_assign)
+    return SemanticPlan(eps, centroids, projection, max_assign), {
+        "semantic_clusters": float(len(centroids))
+    }
+
+
+def assign_clusters(vectors: DataFrame, plan: SemanticPlan) -> DataFrame:
+    """``vectors`` (uid, vec) → ``uid, cluster, primary, centroid_distance, vec`` on
+    executors: a point joins its nearest cluster (``primary``) and every cluster within
+    the exactness margin, at most ``plan.max_assign``."""
 
     def assign(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         return _assign_partition(batches, plan)
 
+    return vectors.select("uid", "vec").mapInArrow(assign, _ASSIGN)
+
+
+def semantic_pairs_spark(
+    vectors: DataFrame,
+    *,
+    eps: float,
+    cluster_size: int,
+    max_assign: int,
+    seed: int,
+    partitions: int,
+    sample_size: int = 50_000,
+    project_dim: int | None = 256,
+) -> tuple[pa.Table, pa.Table, dict[str, float]]:
+    """Semantic pairs among ``vectors`` (uid, vec: array<float>, all of one dimension).
+
+    Returns (pairs ``a, b, cos``; ``uid, centroid_distance`` of the points in a pair;
+    stats). The driver holds the training sample (at most ``sample_size`` vectors) and
+    the centroids, nothing per row. Exact for every point within ``max_assign`` clusters
+    of the margin (see :func:`vlsafety.preprocess.semantic_pairs`).
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    n = vectors.count()
+    stats: dict[str, float] = {"semantic_vectors": float(n)}
+    empty_pairs = _SEM_PAIRS.empty_table()
+    empty_nodes = pa.table(
+        {"uid": pa.array([], pa.int64()), "centroid_distance": pa.array([], pa.float32())}
+    )
+    if n < 2:
+        return empty_pairs, empty_nodes, stats
+    plan, plan_stats = semantic_plan(
+        vectors,
+        n,
+        eps=eps,
+        cluster_size=cluster_size,
+        max_assign=max_assign,
+        seed=seed,
+        sample_size=sample_size,
+        project_dim=project_dim,
+    )
+    stats.update(plan_stats)
+
     def pairs_of(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         return _cluster_partition(batches, plan)
 
-    assigned = (
-        vectors.select("uid", "vec")
-        .mapInArrow(assign, _ASSIGN)
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
+    assigned = assign_clusters(vectors, plan).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         pairs = (
             assigned.repartition(partitions, "cluster")

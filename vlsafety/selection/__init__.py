@@ -38,7 +38,7 @@ from vlsafety.selection._greedy import (
 )
 from vlsafety.selection._panel import MISSING_POLICIES, MissingPolicy, PanelScores, panel_scores
 from vlsafety.selection._sweep import holdout_quality, split_panel, weight_sweep
-from vlsafety.selection._table import OUTPUT_COLUMNS, DatasetColumn, select_table
+from vlsafety.selection._table import OUTPUT_COLUMNS, DatasetColumn, RowSubset, select_table
 from vlsafety.selection._update import UpdateResult, benchmark_scores, update_benchmark
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "c_div_in_order",
     "category_entropy",
     "DatasetColumn",
+    "RowSubset",
     "cosine_distance",
     "delta_entropy",
     "elite_filter",

@@ -41,7 +41,7 @@ from vlsafety.selection._criteria import quantize_embeddings, separability
 from vlsafety.selection._elite import elite_filter
 from vlsafety.selection._greedy import DEFAULT_WEIGHTS, _prepare, _run
 
-__all__ = ["OUTPUT_COLUMNS", "ColumnSource", "DatasetColumn", "select_table"]
+__all__ = ["OUTPUT_COLUMNS", "ColumnSource", "DatasetColumn", "RowSubset", "select_table"]
 
 #: Rows moved per step when compacting the quantized matrix in place.
 _COMPACT_BLOCK = 4096
@@ -183,6 +183,27 @@ class DatasetColumn:
         back = np.empty(order.size, dtype=np.int64)
         back[order] = np.arange(order.size)
         return picked.take(pa.array(back, type=pa.int64()))
+
+
+@dataclass(frozen=True)
+class RowSubset:
+    """A :class:`ColumnSource` restricted to the rows ``keep`` (ascending positions):
+    the column of a table after rows were filtered out of it."""
+
+    source: ColumnSource
+    keep: NDArray[np.int64]
+
+    def batches(self) -> Iterator[pa.Array]:
+        pos = done = 0
+        for chunk in self.source.batches():
+            upto = int(np.searchsorted(self.keep, pos + len(chunk), side="left"))
+            if upto > done:
+                yield chunk.take(pa.array(self.keep[done:upto] - pos, type=pa.int64()))
+                done = upto
+            pos += len(chunk)
+
+    def take(self, rows: NDArray[np.int64]) -> pa.Array:
+        return self.source.take(self.keep[np.asarray(rows, dtype=np.int64)])
 
 
 def _embeddings(chunks: Callable[[], Iterable[pa.Array]], n: int, name: str) -> _Embeddings:
