@@ -151,6 +151,24 @@ _DUPLICATES_SCHEMA = pa.schema(
 )
 
 
+#: The columns of a screened sample that a pool row keeps (image facts from ingest).
+_SCREENED_COLUMNS = (
+    "sample_id",
+    "image_id",
+    "text",
+    "source",
+    "source_ref",
+    "labels",
+    "intent",
+    "width",
+    "height",
+    "n_frames",
+    "normalization",
+    "phash",
+    "phash_fine",
+)
+
+
 # ------------------------------------------------------------------- Spark task
 
 
@@ -1397,21 +1415,7 @@ def _run(run: _Run) -> dict[str, Any]:
     final_rows = (
         final.select("sample_id")
         .join(
-            screened.select(
-                "sample_id",
-                "image_id",
-                "text",
-                "source",
-                "source_ref",
-                "labels",
-                "intent",
-                "width",
-                "height",
-                "n_frames",
-                "normalization",
-                "phash",
-                "phash_fine",
-            ),
+            screened.select(*_SCREENED_COLUMNS),
             "sample_id",
         )
         .join(pending.select("sample_id", F.col("image_id").alias("_source_image_id")), "sample_id")
@@ -1536,21 +1540,7 @@ def validate_samples(
         # untrusted embedder, whose votes would not count anyway
         use = counts["pending"] and embedder is not None and run.trusted(embedder)
         emb = run.embed(live, checked) if use else None
-        rows = live.select(
-            "sample_id",
-            "image_id",
-            "text",
-            "source",
-            "source_ref",
-            "labels",
-            "intent",
-            "width",
-            "height",
-            "n_frames",
-            "normalization",
-            "phash",
-            "phash_fine",
-        ).join(
+        rows = live.select(*_SCREENED_COLUMNS).join(
             pending.select("sample_id", F.col("image_id").alias("_source_image_id")), "sample_id"
         )
         decided = run.categorize(rows, emb, checked)
