@@ -136,7 +136,11 @@ def leaderboard_frame(
     from pyspark.sql import functions as F
 
     from vlsafety.models import REFUSAL
-    from vlsafety.pipeline._model_stages import current_judgments, current_responses
+    from vlsafety.pipeline._model_stages import (
+        current_judgments,
+        current_responses,
+        per_judge_probs,
+    )
     from vlsafety.selection import MISSING_POLICIES
 
     if missing not in MISSING_POLICIES:
@@ -154,23 +158,9 @@ def leaderboard_frame(
     )
     pairs = None
     try:
-        valid_p = F.when(F.col("p_unsafe").isNotNull() & ~F.isnan("p_unsafe"), F.col("p_unsafe"))
         # one current judgment per cell; anything else is not a judgment
-        is_j = [F.col("judge_id") == j for j in judge_ids]
-        per_judge = (
-            current_judgments(lake.read("judgments"), items, resp, judges)
-            .groupBy("candidate_id", "model_id")
-            .agg(
-                *[
-                    F.when(
-                        F.count(F.when(c, F.lit(1))) == 1,
-                        F.first(F.when(c, valid_p), ignorenulls=True),
-                    )
-                    .cast("double")
-                    .alias(f"_j{k}")
-                    for k, c in enumerate(is_j)
-                ]
-            )
+        per_judge = per_judge_probs(
+            current_judgments(lake.read("judgments"), items, resp, judges), judge_ids, "_j"
         )
         # a public benchmark's own categories (``source_category``) get rows too, as
         # ``source:<source>/<category>`` (SOURCE_PREFIX)

@@ -298,28 +298,18 @@ def _items(
     counts (:func:`vlsafety.pipeline.leaderboard_frame`)."""
     from pyspark.sql import functions as F
 
-    from vlsafety.pipeline._model_stages import current_judgments, current_responses
+    from vlsafety.pipeline._model_stages import (
+        current_judgments,
+        current_responses,
+        per_judge_probs,
+    )
 
     items = bench.select("candidate_id", "image_id", "text")
     resp = current_responses(lake.read("responses"), items, victims).select(
         "request_key", "candidate_id", "model_id", "text"
     )
-    valid_p = F.when(F.col("p_unsafe").isNotNull() & ~F.isnan("p_unsafe"), F.col("p_unsafe"))
-    is_j = [F.col("judge_id") == j.id for j in judges]
-    per_judge = (
-        current_judgments(lake.read("judgments"), items, resp, judges)
-        .groupBy("candidate_id", "model_id")
-        .agg(
-            *[
-                F.when(
-                    F.count(F.when(c, F.lit(1))) == 1,
-                    F.first(F.when(c, valid_p), ignorenulls=True),
-                )
-                .cast("double")
-                .alias(f"p{k}")
-                for k, c in enumerate(is_j)
-            ]
-        )
+    per_judge = per_judge_probs(
+        current_judgments(lake.read("judgments"), items, resp, judges), [j.id for j in judges], "p"
     )
     rows = (
         resp.select("request_key", "candidate_id", "model_id")

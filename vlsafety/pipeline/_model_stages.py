@@ -45,6 +45,7 @@ __all__ = [
     "current_responses",
     "embed_candidates",
     "judge_responses",
+    "per_judge_probs",
     "respond",
     "response_requests",
 ]
@@ -341,3 +342,24 @@ def judge_responses(
             )
         counts["elite_fallback"] = fallback
     return {"computed": computed, "failed": failed, **counts}
+
+
+def per_judge_probs(judgments: Any, judge_ids: Sequence[str], prefix: str) -> Any:
+    """One row per (candidate_id, model_id) of the current ``judgments``, with column
+    ``{prefix}{k}`` = judge ``judge_ids[k]``'s P(unsafe): null unless that judge has exactly
+    one judgment of the response with a valid (non-null, non-NaN) probability."""
+    from pyspark.sql import functions as F
+
+    valid_p = F.when(F.col("p_unsafe").isNotNull() & ~F.isnan("p_unsafe"), F.col("p_unsafe"))
+    is_j = [F.col("judge_id") == j for j in judge_ids]
+    return judgments.groupBy("candidate_id", "model_id").agg(
+        *[
+            F.when(
+                F.count(F.when(c, F.lit(1))) == 1,
+                F.first(F.when(c, valid_p), ignorenulls=True),
+            )
+            .cast("double")
+            .alias(f"{prefix}{k}")
+            for k, c in enumerate(is_j)
+        ]
+    )
