@@ -174,9 +174,10 @@ def test_remote_victim_errors_refusals_and_no_leaked_key(
         assert reason in texts, (reason, texts[:2000])
     assert "HTTP 429" not in texts  # retried, then answered
     assert "Bearer ***" in texts  # the echoed header, scrubbed
-    # one request key per distinct request sent, each answered or recorded as failed
+    # every distinct request sent is behind an answer or a recorded failure (candidates
+    # with the same image and question send the same messages under their own keys)
     sent = {json.dumps(b["messages"], sort_keys=True) for b in remote.server.requests}
-    assert len(set(remote_answers) | error_keys) == len(sent) > 0
+    assert len(set(remote_answers) | error_keys) >= len(sent) > 0
 
     # -- the key is nowhere we write
     hits = _find(key, tmp_path, lake, tmp_path / "mlflow.db")
