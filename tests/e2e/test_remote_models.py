@@ -26,6 +26,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -196,7 +197,6 @@ def _find(key: str, root: Path, lake: Lake, db: Path) -> list[str]:
         rows = lake.read_arrow(table, track=False).to_pylist()
         if key in json.dumps(rows, default=str):
             hits.append(f"lake table {table}")
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
@@ -213,10 +213,10 @@ def _find(key: str, root: Path, lake: Lake, db: Path) -> list[str]:
             }
             if key in json.dumps(record, default=str):
                 hits.append(f"mlflow run {run.info.run_id}")
-            local = mlflow.artifacts.download_artifacts(
-                run_id=run.info.run_id, tracking_uri=f"sqlite:///{db}"
-            )
-            for path in Path(local).rglob("*"):
+            # the run's artifacts where the local artifact store keeps them
+            uri = run.info.artifact_uri
+            local = Path(urlparse(uri).path) if uri.startswith("file:") else Path(uri)
+            for path in local.rglob("*") if local.is_dir() else []:
                 if path.is_file() and needle in path.read_bytes():
                     hits.append(f"artifact {path}")
     return hits
