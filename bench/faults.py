@@ -25,7 +25,9 @@ equals the reference's (same candidate ids in the same order; every float column
 differences when a resumed run batches the remaining model requests differently, so it
 also reports survival at :data:`F32_TOL`), no version of any table holds a key twice, every
 version of every table is readable, each table holds the reference's keys, and each
-stage's rows in = out + rejected + filtered (the rerun's ``--json``).
+stage's rows in = out + rejected + filtered (the rerun's ``--json``). Then it runs the
+lake's garbage collection (``vlsafety gc``, no age limit): the files the kill staged and
+never committed must all go, and the lake must read the same after it.
 
 tests/e2e/test_resume.py runs the same machinery twice in one lake.
 """
@@ -507,6 +509,8 @@ class KillReport:
     missing_after: dict[str, int] = field(default_factory=dict)
     extra_after: dict[str, int] = field(default_factory=dict)
     unbalanced: list[str] = field(default_factory=list)
+    gc_files: int = 0  # files `vlsafety gc` removed after the rerun (staged, never committed)
+    orphans_after_gc: int = -1  # unreferenced data files left after it
     error: str = ""
 
     @property
@@ -529,6 +533,7 @@ class KillReport:
             and not any(self.missing_after.values())
             and not any(self.extra_after.values())
             and not self.unbalanced
+            and self.orphans_after_gc == 0
         )
 
 
@@ -578,6 +583,14 @@ def check_rerun(
     rep.versions = check_versions(lake)
     rep.missing_after, rep.extra_after = key_diff(lake, ref, ref_version)
     rep.unbalanced = unbalanced(run.result)
+    # what the kill staged and never committed: `vlsafety gc` removes it, nothing else
+    gc = lake.collect_garbage(older_than_s=0)
+    rep.gc_files = gc.n_files
+    rep.orphans_after_gc = sum(orphans(lake_root).values())
+    after = compare_benchmark(lake.read_arrow("benchmark", track=False), ref_benchmark, tol)
+    if after != rep.benchmark or check_versions(lake) != rep.versions:
+        rep.error = "gc changed what the lake reads"
+        rep.orphans_after_gc = max(rep.orphans_after_gc, 1)
     return rep
 
 
@@ -626,7 +639,7 @@ def _fmt_table(reports: list[KillReport], tol: float) -> str:
     head = (
         f"{'#':>2}  {'planned':<20} {'killed in':<10} {'at s':>6}  {'table':<20} "
         f"{'in commit':<9} {'work left':<9} {'ids':<4} {'order':<5} {'max|Δ|':>8} "
-        f"{'dup':>3} {'bad v':>5} {'keys':<4} {'bal':<4} {f'ok {tol:g}':<8} ok f32"
+        f"{'dup':>3} {'bad v':>5} {'keys':<4} {'bal':<4} {'gc':>4} {f'ok {tol:g}':<8} ok f32"
     )
     lines = [head, "-" * len(head)]
 
@@ -645,6 +658,7 @@ def _fmt_table(reports: list[KillReport], tol: float) -> str:
             f"{len(r.versions.get('duplicates', [])):>3} "
             f"{len(r.versions.get('unreadable', [])):>5} "
             f"{'ok' if keys_ok else 'BAD':<4} {'ok' if ran and not r.unbalanced else 'BAD':<4} "
+            f"{r.gc_files if r.orphans_after_gc == 0 else 'BAD':>4} "
             f"{yes(r.survived):<8} {yes(r.survived_f32)}"
         )
     return "\n".join(lines)
@@ -779,7 +793,10 @@ def summarize(reports: list[KillReport], tol: float) -> int:
         f"landed inside a commit: {sum(r.inside_commit for r in reports)}, "
         f"work left: {sum(r.work_left for r in reports)}, same order: "
         f"{sum(bool(r.benchmark.get('same_order')) for r in reports)}, max |Δscore|: "
-        f"{max(r.benchmark.get('max_abs_delta', 0.0) for r in reports):.1e}"
+        f"{max(r.benchmark.get('max_abs_delta', 0.0) for r in reports):.1e}\n"
+        f"staged files the kills left: {sum(r.orphan_files for r in reports)}, removed by "
+        f"`vlsafety gc`: {sum(r.gc_files for r in reports)}, unreferenced files after gc: "
+        f"{sum(max(r.orphans_after_gc, 0) for r in reports)}"
     )
     return survived
 

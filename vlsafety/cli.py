@@ -128,6 +128,32 @@ def _cmd_tables(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+@command("gc")
+def _cmd_gc(args: argparse.Namespace, cfg: Config) -> int:
+    import dataclasses
+
+    if not args.older_than_hours >= 0:
+        raise UsageError(f"gc: --older-than-hours must be >= 0, got {args.older_than_hours}")
+    rep = _lake(cfg).collect_garbage(
+        older_than_s=args.older_than_hours * 3600.0, dry_run=args.dry_run
+    )
+    verb = "would remove" if rep.dry_run else "removed"
+    lines = [
+        f"{verb} {len(rep.stages)} unreferenced stage folder(s) and {len(rep.scratch)} "
+        f"scratch folder(s): {rep.n_files} file(s), {rep.n_bytes / 1e6:.1f} MB",
+        *(f"  {p}" for p in [*rep.stages, *rep.scratch]),
+    ]
+    if rep.young:
+        lines.append(
+            f"kept {rep.young} folder(s) younger than {args.older_than_hours:g} h "
+            "(a writer may still commit them)"
+        )
+    if rep.skipped:
+        lines.append(f"skipped native-Delta tables (use VACUUM): {', '.join(rep.skipped)}")
+    _emit(args, dataclasses.asdict(rep), "\n".join(lines))
+    return 0
+
+
 @command("history")
 def _cmd_history(args: argparse.Namespace, cfg: Config) -> int:
     from vlsafety.lake import validate_table_name
@@ -840,6 +866,16 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=help_text)
 
     s = add("tables", "list the Delta tables in the lake")
+    s.add_argument("--json", action="store_true")
+
+    s = add("gc", "remove files no table version references (left by killed writes and jobs)")
+    s.add_argument(
+        "--older-than-hours",
+        type=float,
+        default=24.0,
+        help="only folders whose newest file is older than this (default 24)",
+    )
+    s.add_argument("--dry-run", action="store_true", help="list, remove nothing")
     s.add_argument("--json", action="store_true")
 
     s = add("history", "versions of a table with their MLflow runs")

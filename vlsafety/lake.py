@@ -36,7 +36,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Lake",
+    "GarbageReport",
     "LakeError",
     "LakeNotSharedError",
     "SchemaMismatchError",
@@ -403,6 +404,76 @@ class Lake:
         event = TableEvent(kind, table, self.path(table), version)
         for fn in list(self._listeners):
             fn(event)
+
+    # ------------------------------------------------------------------ garbage
+    def _root_fs(self) -> tuple[pa_fs.FileSystem, str]:
+        """A filesystem over the lake root and the root's path in it."""
+        if self._local:
+            return pa_fs.LocalFileSystem(), self.root
+        from deltalake.fs import DeltaStorageHandler
+
+        if _scheme(self.root) == "file":
+            Path(_file_uri_path(self.root)).mkdir(parents=True, exist_ok=True)
+        return pa_fs.PyFileSystem(DeltaStorageHandler(self.root, self.storage_options or None)), ""
+
+    def collect_garbage(
+        self, *, older_than_s: float = 24 * 3600.0, dry_run: bool = False
+    ) -> GarbageReport:
+        """Remove what killed writers left behind; never a file any table version reads.
+
+        A write killed between staging and commit (SIGKILL, a lost driver) leaves its
+        ``<table>/data/<id>/`` folder, which no commit names, and a killed job its
+        ``_staging/<job>/`` scratch folder. Both are removed once their newest file is
+        older than ``older_than_s`` (a live writer may be about to commit a younger one).
+        A stage folder with any file named by a retained log entry or checkpoint (add or
+        remove: older versions stay readable) is kept whole. Native-engine tables are
+        Spark Delta's (``VACUUM``) and are only listed in ``skipped``.
+        """
+        rep = GarbageReport(older_than_s=float(older_than_s), dry_run=dry_run)
+        if self._dbfs:
+            raise LakeError("collect_garbage: dbfs:/ roots are Databricks' (use VACUUM)")
+        fs, base = self._root_fs()
+        cutoff = time.time() - float(older_than_s)
+
+        def sweep(folder: str, label: str, out: list[str]) -> None:
+            files = [
+                i
+                for i in fs.get_file_info(pa_fs.FileSelector(folder, recursive=True))
+                if i.type == pa_fs.FileType.File
+            ]
+            newest = max((i.mtime.timestamp() for i in files if i.mtime), default=0.0)
+            if newest > cutoff:
+                rep.young += 1
+                return
+            out.append(label)
+            rep.n_files += len(files)
+            rep.n_bytes += sum(i.size or 0 for i in files)
+            if not dry_run:
+                fs.delete_dir(folder)
+
+        for table in self.tables():
+            if self.engine == "native":
+                rep.skipped.append(table)
+                continue
+            table_dir = _join(base, table)
+            data_dir = _join(table_dir, "data")
+            stages = [
+                i
+                for i in fs.get_file_info(pa_fs.FileSelector(data_dir, allow_not_found=True))
+                if i.type == pa_fs.FileType.Directory
+            ]
+            if not stages:
+                continue
+            refs = _log_references(fs, table_dir)
+            used = {r.split("/")[1] for r in refs if r.startswith("data/") and r.count("/") >= 2}
+            for info in stages:
+                if info.base_name not in used:
+                    sweep(info.path, f"{table}/data/{info.base_name}", rep.stages)
+        scratch_root = _join(base, "_staging")
+        for info in fs.get_file_info(pa_fs.FileSelector(scratch_root, allow_not_found=True)):
+            if info.type == pa_fs.FileType.Directory:
+                sweep(info.path, f"_staging/{info.base_name}", rep.scratch)
+        return rep
 
     # -------------------------------------------------------------- metadata
     def _dt(self, table: str, version: int | None = None) -> Any:
@@ -1047,6 +1118,55 @@ DELTA_CONFLICTS = frozenset(
         "ProtocolChangedException",
     }
 )
+
+
+@dataclass
+class GarbageReport:
+    """What :meth:`Lake.collect_garbage` found (and removed unless ``dry_run``)."""
+
+    older_than_s: float
+    dry_run: bool
+    #: ``table/data/<id>`` stage folders no version of their table references
+    stages: list[str] = field(default_factory=list)
+    #: ``_staging/<job>`` scratch folders of jobs that did not finish
+    scratch: list[str] = field(default_factory=list)
+    #: younger than ``older_than_s``: left alone (a writer may still be committing them)
+    young: int = 0
+    n_files: int = 0
+    n_bytes: int = 0
+    #: tables of the native engine (Spark's Delta manages their files: VACUUM)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _log_references(fs: pa_fs.FileSystem, table_dir: str) -> set[str]:
+    """Every data file path any retained log entry or checkpoint of a table names
+    (adds and removes alike: a removed file is still read by older versions)."""
+    from urllib.parse import unquote
+
+    log_dir = _join(table_dir, "_delta_log")
+    refs: set[str] = set()
+    for info in fs.get_file_info(pa_fs.FileSelector(log_dir, allow_not_found=True)):
+        name = info.base_name
+        if info.type != pa_fs.FileType.File:
+            continue
+        if _COMMIT_FILE.match(name):
+            with fs.open_input_stream(info.path) as fh:
+                lines = fh.read().decode("utf-8").splitlines()
+            for line in lines:
+                action = json.loads(line) if line.strip() else {}
+                for kind in ("add", "remove", "cdc"):
+                    if isinstance(action.get(kind), dict) and action[kind].get("path"):
+                        refs.add(unquote(action[kind]["path"]))
+        elif ".checkpoint" in name and name.endswith(".parquet"):
+            with fs.open_input_file(info.path) as fh:
+                pf = pq.ParquetFile(fh)
+                cols = [c for c in ("add", "remove") if c in pf.schema_arrow.names]
+                ck = pf.read(columns=cols)
+            for c in cols:
+                for path in pc.struct_field(ck.column(c), "path").to_pylist():
+                    if path:
+                        refs.add(unquote(path))
+    return refs
 
 
 def _is_conflict(exc: BaseException) -> bool:
