@@ -13,6 +13,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Under pytest-xdist the workers share the machine's cores: each worker, and the Spark
+# workers and child builds it starts (they inherit this environment), gets its share of
+# OpenMP threads, and idle threads sleep instead of spinning on a core another worker
+# needs (torch's OpenMP spins by default: a tiny-model build ran 6x slower beside a
+# Spark build). Speed only: no test result depends on thread counts (set
+# OMP_NUM_THREADS yourself to run the suite with others).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
