@@ -4,10 +4,10 @@ Prints, for each size, the time of the baseline — a vectorised numpy loop that
 every remaining sample at every step (`reference_greedy_select`), run in full in the same
 process, never extrapolated — and of each engine: numpy (the blocked engine that
 `device: numpy` and `auto` run on a CPU), the lazy numpy engine (per-category queues, the
-previous default), torch on the CPU (the blocked torch engine, exact float64 products),
-and torch on CUDA when `torch.cuda.is_available()`; each engine's wall and CPU time (CPU
-time is the figure to compare on a shared machine), its ratio against the baseline, and
-whether all picked the same samples in the same order with the same scores. Embeddings
+previous default), torch on the CPU (the blocked torch engine: float32 bound GEMMs, exact
+float64 products on the top set), and torch on CUDA (float16 bound GEMMs) when
+`torch.cuda.is_available()`; each engine's wall and CPU time (CPU time is the figure to
+compare on a shared machine), its ratio against the baseline, and whether all picked the same samples in the same order with the same scores. Embeddings
 are float32 (as CLIP writes them); the engines quantize them (see
 vlsafety.selection._criteria). It also prints what `device: auto` would run per size.
 

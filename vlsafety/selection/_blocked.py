@@ -52,7 +52,7 @@ from numpy.typing import NDArray
 from vlsafety.selection._criteria import (
     MAX_COSINE_DISTANCE,
     distance_from_dots,
-    quantized_norm_bound,
+    screen_error,
     to_score_grid,
 )
 from vlsafety.selection._greedy import (
@@ -281,9 +281,7 @@ def _bound_refresh(
     """
     version, mind, version_ex, mind_ex = state
     dim = q.shape[1]
-    # 2x over the textbook bound also covers the float64 threshold arithmetic (as _refresh).
-    coef = 2.0 * (dim + 2) * 2.0**-24 / (1.0 - (dim + 2) * 2.0**-24)
-    err = coef * quantized_norm_bound(dim) ** 2
+    err = screen_error(dim)  # float32 products (see _criteria.screen_error)
     stale_by = n_picked - version[rows]
     group = np.frexp(stale_by.astype(np.float64))[1]
     out = np.empty(rows.size)

@@ -45,6 +45,7 @@ __all__ = [
     "harmfulness",
     "quantize_embeddings",
     "quantized_norm_bound",
+    "screen_error",
     "separability",
     "to_score_grid",
 ]
@@ -246,6 +247,39 @@ def quantized_norm_bound(dim: int) -> float:
     ``sqrt(d)/2``.
     """
     return _EMB_SCALE * (1.0 + (dim + 2) * 2.0**-24) + math.sqrt(dim) / 2.0 + 1.0
+
+
+def screen_error(dim: int, precision: str = "float32") -> float:
+    """A bound on the error of one dot product of quantized rows computed in ``precision``.
+
+    In the exact dots' unit (``2**-48``), twice the analysis below so that it also covers
+    the float64 threshold arithmetic that uses it. Rows have norm at most ``B``
+    (:func:`quantized_norm_bound`).
+
+    * ``"float32"``: the integer rows are exact in float32 and so is every product; the sum
+      of ``d`` of them, in any order, is within ``γ·B²`` with ``γ = n·u/(1 - n·u)``,
+      ``u = 2**-24`` (``n = d + 2`` also covers the float32 result's own rounding).
+    * ``"float16"``: the rows scaled to unit norm (``·2**-24``, exact) are rounded to float16
+      (``u = 2**-11``; below the normal range an absolute ``2**-25``), which moves a row by
+      ``e ≤ u·B + √d·2**-25`` and a dot by ``e·B + (B + e)·e``; float16 products are exact in
+      float32 and their sum is within ``γ·(B + e)²``, with ``γ`` taken at ``u = 2**-23``
+      (tensor cores may truncate instead of rounding while they accumulate); a float16 result
+      adds ``u·|dot| + 2**-25``. Callers must keep the accumulation in float32 (no
+      reduced-precision reductions, see :mod:`._torch`).
+    """
+    nb = quantized_norm_bound(dim)
+    if precision == "float32":
+        n = dim + 2
+        return 2.0 * n * 2.0**-24 / (1.0 - n * 2.0**-24) * nb**2
+    if precision == "float16":
+        b = nb / _EMB_SCALE
+        u, tiny = 2.0**-11, 2.0**-25
+        e = u * b + math.sqrt(dim) * tiny
+        bt = b + e
+        gamma = dim * 2.0**-23 / (1.0 - dim * 2.0**-23)
+        total = e * b + bt * e + gamma * bt * bt + u * bt * bt * (1.0 + gamma) + tiny
+        return 2.0 * total * 2.0**48
+    raise ValueError(f"precision: expected 'float32' or 'float16', got {precision!r}")
 
 
 def distance_from_dots(dots: NDArray[np.float64]) -> NDArray[np.float64]:

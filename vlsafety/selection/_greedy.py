@@ -45,7 +45,7 @@ from vlsafety.selection._criteria import (
     delta_entropy,
     distance_from_dots,
     quantize_embeddings,
-    quantized_norm_bound,
+    screen_error,
     to_score_grid,
 )
 
@@ -479,9 +479,7 @@ def _refresh(
         work = dist.size
     else:
         dim = q.shape[1]
-        # 2x over the textbook bound also covers the float64 threshold arithmetic.
-        coef = 2.0 * (dim + 2) * 2.0**-24 / (1.0 - (dim + 2) * 2.0**-24)
-        err = coef * quantized_norm_bound(dim) ** 2
+        err = screen_error(dim)  # float32 products (see _criteria.screen_error)
         group = np.frexp(stale_by.astype(np.float64))[1]
         lo, hi = int(group.min()), int(group.max())
         for g in range(lo, hi + 1):
@@ -832,8 +830,8 @@ def auto_device(n_samples: int, dim: int) -> str:
     :data:`AUTO_CUDA_MIN_ELEMENTS` embedding entries when CUDA is available, else ``"numpy"``.
 
     On the CPU the blocked numpy engine is the fastest at every size measured
-    (bench/selection.py: torch on the CPU runs the same blocks with float64 GEMMs, ~2x
-    slower). On CUDA the per-pick work is the same host loop and the refresh GEMMs run on
+    (bench/selection.py: torch on the CPU runs the same blocks, float32 bounds and exact
+    float64 top sets, ~1.4x slower: its exact refresh has no float32 screen). On CUDA the per-pick work is the same host loop and the refresh GEMMs run on
     the GPU, so it wins once they dominate; below the cut the numpy engine needs at most
     ~0.3 s of CPU (100K × 768 → 1000 picks), about CUDA's start-up plus the upload of the
     embeddings. The cut is reasoned from CPU measurements only (no GPU was available when
