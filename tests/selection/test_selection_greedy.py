@@ -284,3 +284,18 @@ def test_refresh_split_over_threads_finds_the_exact_minimum() -> None:
     with ThreadPoolExecutor(3) as pool:
         new, _ = _refresh(q, picked, 300, rows, version, mind, pool)
     assert np.array_equal(new, cosine_distance(q[rows], picked).min(axis=1))
+
+
+@given(cases, st.integers(1, 9))
+@settings(max_examples=40, deadline=None)
+def test_top_sets_too_large_for_a_gram_matrix_give_the_same_picks(case: dict, top: int) -> None:
+    # Top sets above _GRAM_MAX_ROWS (tie-heavy pools) take a matrix-vector product per pick.
+    from unittest import mock
+
+    from vlsafety.selection import _blocked
+
+    pool, kwargs = run_case(case)
+    args = (pool.sep, pool.harm, pool.category, pool.embedding)
+    with mock.patch.object(_blocked, "_GRAM_MAX_ROWS", 0):
+        result = blocked_engine(_prepare(*args, **kwargs), top=top)
+    assert_same_picks(reference_greedy_select(*args, **kwargs), result)

@@ -57,13 +57,13 @@ from vlsafety.selection._criteria import (
 )
 from vlsafety.selection._greedy import (
     _PARALLEL_MIN_WORK,
-    _ROW_CHUNK,
     SelectionResult,
     _first_term,
     _half_gamma_dh_grid,
     _picks_to_result,
     _Prepared,
     _refresh,
+    _row_chunks,
     _single_threaded_blas,
     _workers,
 )
@@ -74,6 +74,7 @@ BLOCK = 256  # picks per block at most (speed only, not results)
 TOP = 256  # top-set size (speed only, not results)
 _SMALL_REFRESH = 4096  # rows refreshed exactly in float64 when also stale by <= 8 picks
 _MIN_MARGIN = 2.0**-30  # smallest threshold margin below the last score
+_GRAM_MAX_ROWS = 1024  # top sets up to this size get a Gram matrix (8 MB at most)
 
 
 def blocked_engine(prep: _Prepared, *, block: int = BLOCK, top: int = TOP) -> SelectionResult:
@@ -245,11 +246,19 @@ def _top_set_picks(
     dh, h = _half_gamma_dh_grid(prep, counts)
     seen = 0
     pos = 0  # the previous pick's position in the top set, from step 1 on
+    # A small top set's Gram matrix, once: one product instead of a matrix-vector product
+    # per pick (0.16 s instead of 0.30 s over 4000 picks at 300K x 768). Exact either way:
+    # float64 products of quantised rows are integers (_criteria).
+    gram = rows @ rows.T if steps > 1 and rows.shape[0] <= _GRAM_MAX_ROWS else None
+    dist = np.empty(rows.shape[0])
     for j in range(steps):
         if j:
             dh, h = _half_gamma_dh_grid(prep, counts)
-            # Exact: float64 products of quantised rows are integers (_criteria).
-            np.minimum(s_mind, distance_from_dots(rows @ rows[pos]), out=s_mind)
+            if gram is not None:
+                dist[:] = gram[pos]
+            else:
+                np.matmul(rows, rows[pos], out=dist)
+            np.minimum(s_mind, distance_from_dots(dist), out=s_mind)
             seen += 1
         score = _first_term(prep, s_static, s_mind) + h[s_cat]
         pos = int(np.argmax(score))  # first maximal position: lowest index on ties
@@ -290,7 +299,7 @@ def _bound_refresh(
         p = picked[n_picked - int(stale_by[sel].max()) : n_picked]
         work[0] += sel.size * p.shape[0]
         work[1] += sel.size
-        chunks = [sel[s : s + _ROW_CHUNK] for s in range(0, sel.size, _ROW_CHUNK)]
+        chunks = _row_chunks(sel, p.shape[0], dim)
 
         def top_dots(c: NDArray[np.int64], p: NDArray[np.float32] = p) -> NDArray[np.float64]:
             return np.asarray((q[rows[c]] @ p.T).max(axis=1), dtype=np.float64)

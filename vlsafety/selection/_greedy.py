@@ -407,6 +407,16 @@ def reference_greedy_select(
     )
 
 
+def _row_chunks(sel: NDArray[np.int64], n_picks: int, dim: int) -> list[NDArray[np.int64]]:
+    """``sel`` in chunks of at most :data:`_ROW_CHUNK` rows for the screens; a large screen
+    over few rows (a top set against thousands of picks) is split in one chunk per worker
+    so it runs on every core."""
+    step = _ROW_CHUNK
+    if sel.size * n_picks * dim >= _PARALLEL_MIN_WORK:
+        step = min(step, max(1, -(-sel.size // _workers())))
+    return [sel[s : s + step] for s in range(0, sel.size, step)]
+
+
 def _workers() -> int:
     try:
         return max(1, min(8, len(os.sched_getaffinity(0))))
@@ -491,7 +501,7 @@ def _refresh(
             work += sel.size * p.shape[0]
             # Rows in chunks: small copies of q's rows (a copy of 100K rows costs more in
             # page faults than its product), split over the executor's threads when big.
-            chunks = [sel[s : s + _ROW_CHUNK] for s in range(0, sel.size, _ROW_CHUNK)]
+            chunks = _row_chunks(sel, p.shape[0], dim)
 
             def screen(c: NDArray[np.int64], p: NDArray[np.float32] = p) -> NDArray[np.float64]:
                 return _screened_min(q[rows[c]], err, p, new[c])

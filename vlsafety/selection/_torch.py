@@ -61,6 +61,7 @@ from vlsafety.selection._greedy import (
     _half_gamma_dh_grid,
     _picks_to_result,
     _Prepared,
+    _single_threaded_blas,
 )
 
 __all__ = ["BOUND_PRECISIONS", "torch_engine"]
@@ -147,7 +148,8 @@ def torch_engine(
         bounds = "float16" if dev.type == "cuda" else "float32"
     if bounds not in BOUND_PRECISIONS:
         raise ValueError(f"bounds: expected one of {BOUND_PRECISIONS}, got {bounds!r}")
-    with _exact_matmul_settings():
+    # numpy's BLAS on one thread: its idle threads would spin on the cores torch's use.
+    with _exact_matmul_settings(), _single_threaded_blas():
         return _Engine(prep, dev, bounds).run(
             BLOCK if block is None else max(1, int(block)), TOP if top is None else max(1, int(top))
         )
