@@ -107,6 +107,22 @@ def _distance(dots: Any) -> Any:
     return (1.0 - dots * _DOT_UNSCALE).clamp_(0.0, MAX_COSINE_DISTANCE)
 
 
+def _largest_dots(a: Any, p: Any) -> Any:
+    """Each row of ``a``'s largest dot with a row of ``p``, in float64, computed in the
+    rows' precision: float32 GEMMs, or float16 GEMMs accumulating in float32. On CUDA
+    float16 runs on the tensor cores; the CPU has no such guarantee for its float16
+    kernels (some accumulate in float16), so there the float16 rows are multiplied in
+    float32 and the result rounded to float16, inside the same error bound
+    (:func:`._criteria.screen_error`) on every CPU."""
+    import torch
+
+    if a.dtype == torch.float16 and a.device.type == "cpu":
+        dots = (a.float() @ p.float().T).half()
+    else:
+        dots = a @ p.T
+    return dots.amax(dim=1).to(torch.float64)
+
+
 @contextlib.contextmanager
 def _exact_matmul_settings() -> Iterator[None]:
     """IEEE float32 matmuls (no TF32, no bfloat16) and float32 accumulation of float16
@@ -336,8 +352,7 @@ class _Engine:
         for sel, picks in self._groups(rows, self.version):
             p = self.low[picks]
             for idx in self._chunks(sel, picks.numel()):
-                dots = self.low[idx] @ p.T
-                top = dots.amax(dim=1).to(torch.float64) * self.low_scale
+                top = _largest_dots(self.low[idx], p) * self.low_scale
                 near = _distance(top + self.err)  # <= every new exact distance
                 far = _distance(top - self.err)  # >= the nearest new exact distance
                 still = (self.version_ex[idx] == self.version[idx]) & (near >= self.mind_ex[idx])
