@@ -841,9 +841,9 @@ def auto_device(n_samples: int, dim: int) -> str:
 
     On the CPU the blocked numpy engine is the fastest at every size measured
     (bench/selection.py: torch on the CPU runs the same blocks, float32 bounds and exact
-    float64 top sets, ~1.4x slower: its exact refresh has no float32 screen). On CUDA the per-pick work is the same host loop and the refresh GEMMs run on
-    the GPU, so it wins once they dominate; below the cut the numpy engine needs at most
-    ~0.3 s of CPU (100K × 768 → 1000 picks), about CUDA's start-up plus the upload of the
+    float64 top sets, 1.2-1.7x slower: its exact refresh has no float32 screen). On CUDA
+    the per-pick work is the same host loop and the refresh GEMMs run on the GPU, so it
+    wins once they dominate; below the cut the numpy engine needs at most ~0.3 s of CPU (100K × 768 → 1000 picks), about CUDA's start-up plus the upload of the
     embeddings. The cut is reasoned from CPU measurements only (no GPU was available when
     it was set); bench/selection.py prints the CUDA figure where there is one.
     """
